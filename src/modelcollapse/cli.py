@@ -1,0 +1,127 @@
+"""Command line: ``modelcollapse run | report | presets | show``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from .config import SpecError, load_spec, presets, read_source
+from .store import RunDirError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="modelcollapse",
+        description="Simulate and measure model collapse: models trained, generation after generation, on their own samples.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run an experiment (a preset name or a YAML spec) and write its report")
+    r.add_argument("spec", nargs="?", help="preset name or spec file (optional with --resume)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec key, e.g. --set policy.kind=accumulate (value parsed as YAML); repeatable")
+    r.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
+    r.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    r.add_argument("--workers", type=int, help="processes for families fitted per replicate (gmm, kde)")
+    r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run directory")
+    rep.add_argument("run_dir", type=Path)
+
+    sub.add_parser("presets", help="list the built-in presets")
+
+    s = sub.add_parser("show", help="print the fully resolved spec (validates it; runs nothing)")
+    s.add_argument("spec")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    err = Console(stderr=True, highlight=False)
+    try:
+        return {"run": _run, "report": _report, "presets": _presets, "show": _show}[args.command](args, err)
+    except SpecError as exc:
+        err.print(f"[red]error:[/] {exc}", markup=True)
+        return EXIT_USAGE
+    except RunDirError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err.print("\ninterrupted; continue with: modelcollapse run --resume --out DIR")
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace, err: Console) -> int:
+    from .loop import run  # deferred: keeps `presets` and `show` instant
+
+    if args.workers is not None:
+        args.overrides.append(f"workers={args.workers}")
+    if args.resume:
+        if args.out is None:
+            raise RunDirError("--resume needs --out DIR, the run directory to continue")
+        spec = load_spec(args.spec, args.overrides) if args.spec else _stored_spec(args.out, args.overrides)
+    else:
+        if not args.spec:
+            raise SpecError(["run needs a SPEC (a preset name or a YAML file); see `modelcollapse presets`"])
+        spec = load_spec(args.spec, args.overrides)
+    out = args.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    err.print(f"running [bold]{spec.name}[/]: {spec.replicates} replicates × {spec.generations} generations → {out}")
+    try:
+        store = run(spec, out, resume=args.resume, progress=not args.quiet)
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted; continue with: modelcollapse run --resume --out {out}")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the manifest already says "failed"; tell the user where
+        err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}\n(details in {out / 'manifest.json'})")
+        return EXIT_FAILED
+    if not args.no_report:
+        from .report import write_report
+
+        html = write_report(store.path)
+        err.print(f"report: {html}")
+    err.print(f"done: {store.path}")
+    return EXIT_OK
+
+
+def _stored_spec(out: Path, overrides: list[str]):
+    from .store import RunStore
+
+    store = RunStore.open(out)
+    import yaml
+
+    return load_spec(yaml.safe_load(store.config_text()), overrides)
+
+
+def _report(args: argparse.Namespace, err: Console) -> int:
+    from .report import write_report
+    from .store import RunStore
+
+    RunStore.open(args.run_dir)  # a clear error for a directory that is not a run
+    err.print(f"report: {write_report(args.run_dir)}")
+    return EXIT_OK
+
+
+def _presets(args: argparse.Namespace, err: Console) -> int:
+    out = Console(highlight=False)
+    for name, _path in sorted(presets().items()):
+        raw = read_source(name)
+        size = f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
+        out.print(f"[bold]{name:<22}[/] {size:>9}  {raw.get('description', '')}")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, err: Console) -> int:
+    sys.stdout.write(load_spec(args.spec, args.overrides).to_yaml())
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

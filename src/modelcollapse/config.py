@@ -1,0 +1,331 @@
+"""Experiment specs: typed, validated, YAML in and YAML out.
+
+A spec is validated completely before any work starts. Every error names the key and
+the bad value; unknown kinds and keys get a "did you mean ...?".
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import re
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import metrics as _metrics
+from .data import DATA, DATA_TYPES
+from .models import MODELS
+from .policies import POLICIES
+from .registry import UnknownNameError, suggest
+
+
+class SpecError(ValueError):
+    """An invalid experiment spec; ``problems`` lists one message per bad key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid experiment spec:\n  " + "\n  ".join(problems))
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _check_spd(cov: list[list[float]], d: int, what: str) -> None:
+    arr = np.asarray(cov, dtype=float)
+    if arr.shape != (d, d):
+        raise ValueError(f"{what}: must be a {d}x{d} matrix to match the mean, got shape {arr.shape}")
+    if not np.allclose(arr, arr.T, atol=1e-10):
+        raise ValueError(f"{what}: must be symmetric, got {arr.tolist()}")
+    if not np.all(np.isfinite(arr)) or np.min(np.linalg.eigvalsh(arr)) <= 0:
+        raise ValueError(f"{what}: must be positive definite, got {arr.tolist()}")
+
+
+def _check_probs(p: list[float], what: str) -> None:
+    arr = np.asarray(p, dtype=float)
+    if arr.ndim != 1 or len(arr) < 1 or np.any(arr < 0) or not np.isclose(arr.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"{what}: must be non-negative and sum to 1, got {list(p)} (sum {arr.sum():.6g})")
+
+
+# -- data ---------------------------------------------------------------------------
+class GaussianData(_Spec):
+    kind: Literal["gaussian"] = "gaussian"
+    mean: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
+    cov: list[list[float]] = Field(default_factory=lambda: [[1.0]])
+
+    @model_validator(mode="after")
+    def _cov(self) -> "GaussianData":
+        _check_spd(self.cov, len(self.mean), "cov")
+        return self
+
+
+class GMMData(_Spec):
+    kind: Literal["gmm"] = "gmm"
+    weights: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+    means: list[list[float]] = Field(default_factory=lambda: [[-2.0, 0.0], [2.0, 1.0]])
+    covs: list[list[list[float]]] = Field(default_factory=lambda: [[[1.0, 0.3], [0.3, 0.5]], [[0.6, -0.2], [-0.2, 1.0]]])
+
+    @model_validator(mode="after")
+    def _shapes(self) -> "GMMData":
+        _check_probs(self.weights, "weights")
+        if not (len(self.weights) == len(self.means) == len(self.covs)):
+            raise ValueError(
+                f"weights: weights, means and covs need one entry per component, got {len(self.weights)}, "
+                f"{len(self.means)} and {len(self.covs)}"
+            )
+        d = len(self.means[0])
+        for i, (m, c) in enumerate(zip(self.means, self.covs)):
+            if len(m) != d:
+                raise ValueError(f"means[{i}]: has {len(m)} coordinates, means[0] has {d}")
+            _check_spd(c, d, f"covs[{i}]")
+        return self
+
+
+class CategoricalData(_Spec):
+    kind: Literal["categorical"] = "categorical"
+    probs: list[float] = Field(default_factory=lambda: [0.5, 0.3, 0.15, 0.05])
+
+    @field_validator("probs")
+    @classmethod
+    def _probs(cls, v: list[float]) -> list[float]:
+        if len(v) < 2:
+            raise ValueError(f"need at least 2 categories, got {len(v)}")
+        _check_probs(v, "probs")
+        return v
+
+
+class ZipfData(_Spec):
+    kind: Literal["zipf"] = "zipf"
+    categories: int = Field(100, ge=2)
+    exponent: float = Field(1.1, gt=0)
+
+
+DataSpec = Annotated[Union[GaussianData, GMMData, CategoricalData, ZipfData], Field(discriminator="kind")]
+
+
+# -- models -------------------------------------------------------------------------
+class GaussianModelSpec(_Spec):
+    kind: Literal["gaussian"] = "gaussian"
+    estimator: Literal["mle", "unbiased"] = "mle"
+
+
+class GMMModelSpec(_Spec):
+    kind: Literal["gmm"] = "gmm"
+    n_components: int = Field(2, ge=1)
+    covariance_type: Literal["full", "tied", "diag", "spherical"] = "full"
+    tol: float = Field(1e-3, gt=0)
+    reg_covar: float = Field(1e-6, ge=0)
+    max_iter: int = Field(100, ge=1)
+    n_init: int = Field(1, ge=1)
+    init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans"
+
+
+class KDEModelSpec(_Spec):
+    kind: Literal["kde"] = "kde"
+    bandwidth: Union[float, str] = "scott"
+
+    @field_validator("bandwidth", mode="before")
+    @classmethod
+    def _bandwidth(cls, v: Any) -> Any:
+        if isinstance(v, str) and v in ("scott", "silverman"):
+            return v
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            return float(v)
+        raise ValueError(f"must be a positive number, 'scott' or 'silverman', got {v!r}")
+
+
+class CategoricalModelSpec(_Spec):
+    kind: Literal["categorical"] = "categorical"
+    smoothing: float = Field(0.0, ge=0)
+
+
+ModelSpec = Annotated[
+    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec], Field(discriminator="kind")
+]
+
+
+# -- policy, report, experiment -------------------------------------------------------
+class PolicySpec(_Spec):
+    kind: str = "replace"
+    real_fraction: float = Field(0.0, ge=0, le=1)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        POLICIES.get(v)  # raises with a suggestion
+        return v
+
+    @model_validator(mode="after")
+    def _fraction(self) -> "PolicySpec":
+        uses = self.kind in ("mix", "fresh")
+        if not uses and self.real_fraction != 0:
+            raise ValueError(
+                f"real_fraction: {self.real_fraction} has no effect with kind={self.kind!r}; "
+                "set it to 0 or use kind 'mix' or 'fresh'"
+            )
+        return self
+
+
+class ReportSpec(_Spec):
+    density_generations: list[int] = Field(default_factory=lambda: [0, 50, 100, 150, 200, 350, 2000])
+    replicates_shown: int = Field(3, ge=1)
+
+
+class ExperimentSpec(_Spec):
+    """A whole experiment. See the README's spec reference for every key."""
+
+    name: str = Field("experiment", min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    seed: int = Field(0, ge=0)
+    replicates: int = Field(100, ge=1)
+    generations: int = Field(100, ge=0)
+    train_size: int = Field(100, ge=1)
+    heldout_size: int = Field(1000, ge=1)
+    metric_samples: int = Field(1000, ge=2)
+    data: DataSpec = Field(default_factory=GaussianData)
+    model: ModelSpec = Field(default_factory=GaussianModelSpec)
+    policy: PolicySpec = Field(default_factory=PolicySpec)
+    metrics: Optional[list[str]] = None
+    workers: int = Field(1, ge=1)
+    checkpoint_every: Optional[int] = Field(None, ge=1)  # generations; None = every few seconds
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ExperimentSpec":
+        model_type = MODELS.get(self.model.kind).data_type
+        if DATA_TYPES[self.data.kind] != model_type:
+            fits = sorted(k for k in MODELS if MODELS.get(k).data_type == DATA_TYPES[self.data.kind])
+            raise ValueError(
+                f"model.kind: {self.model.kind!r} cannot be fitted to data.kind={self.data.kind!r} "
+                f"({DATA_TYPES[self.data.kind]} data); use one of: {', '.join(fits)}"
+            )
+        if self.metrics is None:
+            self.metrics = _metrics.defaults(self.model.kind, self.data.kind)
+        for i, name in enumerate(self.metrics):
+            try:
+                _metrics.resolve(name, self.model.kind, self.data.kind)
+            except UnknownNameError as exc:
+                raise ValueError(f"metrics[{i}]: {exc}") from None
+        if isinstance(self.model, GMMModelSpec) and self.model.n_components > self.train_size:
+            raise ValueError(
+                f"model.n_components: {self.model.n_components} exceeds train_size={self.train_size}"
+            )
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# -- loading ----------------------------------------------------------------------------
+def presets() -> dict[str, Path]:
+    """Built-in spec files by name."""
+    folder = resources.files("modelcollapse") / "presets"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def read_source(source: Union[str, Path, dict]) -> dict:
+    """A spec as a plain dict, from a preset name, a YAML path or a dict."""
+    if isinstance(source, dict):
+        return dict(source)
+    text = str(source)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError([f"spec file {text!r} does not exist"])
+        raw = yaml.safe_load(path.read_text())
+    else:
+        table = presets()
+        if text not in table:
+            raise SpecError([f"{text!r} is neither a spec file nor a preset{suggest(text, list(table))}"])
+        raw = yaml.safe_load(table[text].read_text())
+    if not isinstance(raw, dict):
+        raise SpecError([f"{text!r} must hold a YAML mapping at the top level"])
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` in place; the value is parsed as YAML (``1`` is int, ``[0, 1]`` a list)."""
+    if "=" not in assignment:
+        raise SpecError([f"--set expects KEY=VALUE, got {assignment!r}"])
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise SpecError([f"--set key {key!r} is malformed"])
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"--set {key}: cannot parse value {value!r}: {exc}"]) from None
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if not isinstance(node.get(part, {}), (dict, list)):
+            raise SpecError([f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping"])
+        node = node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = parsed
+    else:
+        node[parts[-1]] = parsed
+
+
+def load_spec(source: Union[str, Path, dict], overrides: tuple[str, ...] | list[str] = ()) -> ExperimentSpec:
+    """Read, override and validate a spec; raises :class:`SpecError` listing every problem."""
+    raw = read_source(source)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate(raw)
+
+
+def validate(raw: dict) -> ExperimentSpec:
+    try:
+        return ExperimentSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError([_describe(err, raw) for err in exc.errors()]) from None
+    except UnknownNameError as exc:  # raised from inside a model validator
+        raise SpecError([str(exc)]) from None
+
+
+def _describe(err: dict, raw: dict) -> str:
+    loc = [str(p) for p in err["loc"]]
+    if len(loc) > 1 and loc[0] in ("data", "model") and loc[1] in (list(DATA) + list(MODELS)):
+        del loc[1]  # pydantic puts the union's tag in the path; users never wrote it
+    key = ".".join(loc) or "spec"
+    kind, msg = err["type"], err["msg"]
+    if kind == "union_tag_invalid":
+        tag = err["ctx"]["tag"]
+        choices = list(DATA) if loc[:1] == ["data"] else list(MODELS)
+        return f"{key}.kind: unknown value {tag!r}{suggest(tag, choices)}"
+    if kind == "extra_forbidden":
+        fields = _fields_at(loc[:-1], raw)
+        return f"{key}: unknown key{suggest(loc[-1], fields)}"
+    msg = msg.removeprefix("Value error, ")
+    head, sep, rest = msg.partition(": ")
+    if kind == "value_error" and sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+        return f"{key + '.' if loc else ''}{head}: {rest}"
+    if kind == "value_error" and isinstance(err.get("ctx", {}).get("error"), UnknownNameError):
+        return f"{key}: {err['ctx']['error']}"
+    if "input" in err and kind not in ("value_error", "missing") and not isinstance(err["input"], dict):
+        return f"{key}: {msg} (got {err['input']!r})"
+    return f"{key}: {msg}"
+
+
+def _fields_at(loc: list[str], raw: dict) -> list[str]:
+    cls: Any = ExperimentSpec
+    node: Any = raw
+    for part in loc:
+        if part in ("data", "model"):
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+            union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData],
+                     "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec]}[part]
+            kind = node.get("kind") if isinstance(node, dict) else None
+            cls = next((c for c in union if c.model_fields["kind"].default == kind), union[0])
+        elif part in ("policy", "report"):
+            cls = {"policy": PolicySpec, "report": ReportSpec}[part]
+        else:
+            return []
+    return list(cls.model_fields)

@@ -1,0 +1,171 @@
+"""The model contract, shared by every family.
+
+A model follows the scikit-learn estimator shape:
+
+* hyperparameters are keyword-only ``__init__`` arguments, stored unchanged, no work done;
+* ``fit(X, *, rng=None) -> self`` sets fitted attributes whose names end in ``_``;
+* ``sample(n, *, rng) -> array`` draws through the generator it is given (never a stored seed);
+* ``log_prob(X) -> array`` gives per-example log densities (log probabilities when discrete);
+* ``state_dict()`` / ``load_state_dict()`` move the fitted state in and out as plain arrays,
+  which the run directory stores as ``.npz`` (never pickle).
+
+Replicates. Families whose fit is a closed form (``batched = True``) accept a leading
+replicate axis: ``fit`` on ``(R, n, ...)`` data fits R models at once, and ``sample`` with
+a list of R generators draws ``(R, n, ...)``, replicate r using generator r only. For the
+others, :class:`ReplicatedModel` loops over replicates behind the same interface.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+RNG = Union[np.random.Generator, Sequence[np.random.Generator]]
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class FitError(RuntimeError):
+    """A fit that cannot produce a model (for example too few distinct points)."""
+
+
+def draw(rng: RNG, fn: Callable[[np.random.Generator], np.ndarray], batch_shape: tuple = ()) -> np.ndarray:
+    """Apply ``fn`` to one generator, or to each of a list and stack the results on axis 0.
+
+    ``batch_shape`` is the model's replicate shape: a batched model must get exactly one
+    generator per replicate, so replicate r's draws depend on its own stream only.
+    """
+    if rng is None:
+        raise TypeError("sample() needs an explicit rng: a numpy Generator or a list of them")
+    if isinstance(rng, np.random.Generator):
+        if batch_shape:
+            raise ValueError(f"a model batched over {batch_shape[0]} replicates needs a list of that many generators")
+        return fn(rng)
+    if batch_shape and len(rng) != batch_shape[0]:
+        raise ValueError(f"got {len(rng)} generators for a model batched over {batch_shape[0]} replicates")
+    return np.stack([fn(g) for g in rng])
+
+
+class BaseModel:
+    """Common machinery: parameter introspection, repr, fitted checks."""
+
+    #: True when fit/sample/log_prob accept a leading replicate axis (vectorised chains).
+    batched: ClassVar[bool] = False
+    #: "continuous" (float arrays of shape (n, d)) or "discrete" (integer arrays of shape (n,)).
+    data_type: ClassVar[str] = "continuous"
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def _check_fitted(self) -> None:
+        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
+
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "BaseModel":
+        raise NotImplementedError
+
+    def sample(self, n: int, *, rng: RNG) -> np.ndarray:
+        raise NotImplementedError
+
+    def log_prob(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> "BaseModel":
+        raise NotImplementedError
+
+
+class ReplicatedModel:
+    """R independent unbatched models behind the batched interface.
+
+    A replicate whose fit fails is *stopped*: its model becomes ``None``, ``stopped[r]``
+    records why, and it is skipped from then on (its samples and metrics are NaN).
+    """
+
+    batched = True
+
+    def __init__(self, factory: Callable[[], BaseModel], replicates: int) -> None:
+        self.factory = factory
+        self.models: list[BaseModel | None] = [None] * replicates
+        self.stopped: dict[int, str] = {}
+
+    @property
+    def data_type(self) -> str:
+        return self.factory().data_type
+
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1) -> "ReplicatedModel":
+        seeds = [None] * len(self.models) if rng is None else [g.integers(2**63) for g in rng]
+        todo = [r for r in range(len(self.models)) if r not in self.stopped]
+        results = _map(_fit_one, [(self.factory, X[r], seeds[r]) for r in todo], workers)
+        for r, (model, err) in zip(todo, results):
+            self.models[r] = model
+            if err is not None:
+                self.stopped[r] = err
+        return self
+
+    def sample(self, n: int, *, rng: Sequence[np.random.Generator]) -> np.ndarray:
+        out = []
+        for r, g in enumerate(rng):
+            model = self.models[r]
+            out.append(model.sample(n, rng=g) if model is not None else None)
+        return _stack_with_nan(out)
+
+    def log_prob(self, X: np.ndarray) -> np.ndarray:
+        return _stack_with_nan([m.log_prob(x) if m is not None else None for m, x in zip(self.models, X)])
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        states = [m.state_dict() if m is not None else None for m in self.models]
+        template = next((s for s in states if s is not None), None)
+        if template is None:
+            return {}
+        return {k: _stack_with_nan([s[k] if s is not None else None for s in states]) for k in template}
+
+    def load_state_dict(self, state: dict[str, np.ndarray], stopped: dict[int, str] | None = None) -> "ReplicatedModel":
+        self.stopped = dict(stopped or {})
+        for r in range(len(self.models)):
+            if r in self.stopped:
+                self.models[r] = None
+            else:
+                self.models[r] = self.factory().load_state_dict({k: v[r] for k, v in state.items()})
+        return self
+
+
+def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
+    factory, X, seed = args
+    rng = None if seed is None else np.random.default_rng(int(seed))
+    try:
+        return factory().fit(X, rng=rng), None
+    except (FitError, ValueError, np.linalg.LinAlgError) as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _map(fn: Callable, items: list, workers: int) -> list:
+    if workers <= 1 or len(items) <= 1:
+        return [fn(it) for it in items]
+    from joblib import Parallel, delayed  # a scikit-learn dependency; loky processes
+
+    return Parallel(n_jobs=workers)(delayed(fn)(it) for it in items)
+
+
+def _stack_with_nan(arrays: list[np.ndarray | None]) -> np.ndarray:
+    template = next((a for a in arrays if a is not None), None)
+    if template is None:
+        raise FitError("every replicate has stopped")
+    fill = np.full_like(np.asarray(template, dtype=float), np.nan)
+    return np.stack([np.asarray(a, dtype=float) if a is not None else fill for a in arrays])

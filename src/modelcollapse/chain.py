@@ -50,7 +50,9 @@ class Chain:
         self.policy: Policy = build_policy(spec.policy.kind, spec.policy.real_fraction)
         self.streams = RandomStreams(spec.seed, range(spec.replicates))
         self.model = make_model(spec, self.truth)
-        self.metric_fns = {name: M.resolve(name, spec.model.kind, spec.data.kind).fn for name in spec.metrics}
+        metrics = [M.resolve(name, spec.model.kind, spec.data.kind) for name in spec.metrics]
+        self.metric_fns = {m.name: m.fn for m in metrics}
+        self.needs_heldout = any(m.heldout for m in metrics)
         self.cache: dict[str, Any] = {}
         self.history: list[Batch] = []  # synthetic sets the policy may still need
         self.stopped: dict[int, str] = {}
@@ -60,7 +62,9 @@ class Chain:
     # -- the two kinds of generation --------------------------------------------------
     def first(self) -> Generation:
         self.real = self.draw_real(self.spec.train_size)
-        self.heldout = self.truth.sample(self.spec.heldout_size, rng=self.streams["heldout"])
+        # Held-out real data only when a metric reads it (20,000 replicates x 1,000 points adds up).
+        size = self.spec.heldout_size if self.needs_heldout else 0
+        self.heldout = self.truth.sample(size, rng=self.streams["heldout"])
         return self._fit_and_measure(0, self.real, synthetic=None)
 
     def step(self, g: int) -> Generation:
@@ -98,7 +102,10 @@ class Chain:
             model_kind=self.spec.model.kind,
             cache=self.cache,
         )
-        values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
+        if len(self.stopped) == self.spec.replicates:  # nothing left to measure
+            values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
+        else:
+            values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
         return Generation(g, values, provenance_counts(train.origin, g), synthetic, newly)
 
     # -- checkpoint support -----------------------------------------------------------

@@ -8,6 +8,7 @@ them exactly, with no sampling noise.
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.optimize import brentq
 from scipy.special import logsumexp, ndtr
 
@@ -16,13 +17,23 @@ Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]  # weights (k,), means (k, d
 
 def _cross_log_overlap(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> np.ndarray:
     """log ∫ N(x; m1_i, c1_i) N(x; m2_j, c2_j) dx = log N(m1_i; m2_j, c1_i + c2_j), shape (k1, k2)."""
-    cov = c1[:, None] + c2[None, :]
     diff = m1[:, None, :] - m2[None, :, :]
-    chol = np.linalg.cholesky(cov)
-    sol = np.linalg.solve(chol, diff[..., None])[..., 0]
-    logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     d = m1.shape[1]
+    if _shared(c1) and _shared(c2):
+        # KDEs and tied mixtures: one covariance for every pair, so one factorisation
+        # instead of k1 * k2 (a 500-point KDE took 40 ms per distance the general way).
+        chol = np.linalg.cholesky(c1[0] + c2[0])
+        sol = solve_triangular(chol, diff.reshape(-1, d).T, lower=True, check_finite=False).T.reshape(diff.shape)
+        logdet = 2 * np.sum(np.log(np.diag(chol)))
+    else:
+        chol = np.linalg.cholesky(c1[:, None] + c2[None, :])
+        sol = np.linalg.solve(chol, diff[..., None])[..., 0]
+        logdet = 2 * np.sum(np.log(np.diagonal(chol, axis1=-2, axis2=-1)), axis=-1)
     return -0.5 * (np.sum(sol**2, axis=-1) + logdet + d * np.log(2 * np.pi))
+
+
+def _shared(cov: np.ndarray) -> bool:
+    return bool(np.all(cov == cov[0]))
 
 
 def _log_inner(a: Mixture, b: Mixture, chunk: int = 256) -> float:

@@ -37,9 +37,13 @@ class RandomStreams:
     def __init__(self, seed: int, replicates: Sequence[int]) -> None:
         self.seed = int(seed)
         self.replicates = [int(r) for r in replicates]
-        self._streams = {role: [stream(seed, r, role) for r in self.replicates] for role in ROLES}
+        # Created on first use: a 20,000-replicate chain would otherwise spend seconds
+        # building generators for roles its family never draws from.
+        self._streams: dict[str, list[np.random.Generator]] = {}
 
     def __getitem__(self, role: str) -> list[np.random.Generator]:
+        if role not in self._streams:
+            self._streams[role] = [stream(self.seed, r, role) for r in self.replicates]
         return self._streams[role]
 
     def child_seeds(self, role: str) -> np.ndarray:
@@ -49,7 +53,7 @@ class RandomStreams:
         instead the parent draws a seed (advancing its own stream deterministically)
         and the worker builds a fresh generator from it.
         """
-        return np.array([g.integers(2**63) for g in self._streams[role]], dtype=np.int64)
+        return np.array([g.integers(2**63) for g in self[role]], dtype=np.int64)
 
     # -- checkpointing -------------------------------------------------------------
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -67,8 +71,11 @@ class RandomStreams:
         return out
 
     def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        for role, gens in self._streams.items():
-            rows = arrays[f"rng_{role}"]
+        """Restore the streams saved by :meth:`state_arrays`; roles never used stay fresh."""
+        for role in ROLES:
+            if f"rng_{role}" not in arrays:
+                continue
+            gens, rows = self[role], arrays[f"rng_{role}"]
             if len(rows) != len(gens):
                 raise ValueError(f"checkpoint has {len(rows)} streams for role {role!r}, expected {len(gens)}")
             for g, row in zip(gens, rows):

@@ -30,7 +30,7 @@ def _moments(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     """Mean (R, d) and covariance (R, d, d) of every replicate's fitted density."""
     if not isinstance(ctx.model, ReplicatedModel):
         return ctx.model.mean_, ctx.model.covariance_
-    d = ctx.heldout.shape[-1]
+    d = ctx.truth.as_mixture()[1].shape[-1]
     means, covs = [], []
     for mix in _mixtures(ctx):
         mean, cov = mixtures.moments(mix) if mix is not None else (np.full(d, np.nan), np.full((d, d), np.nan))
@@ -107,7 +107,7 @@ def l2_distance(ctx: MetricContext) -> np.ndarray:
     return _per_replicate(ctx, one)
 
 
-@register("nll", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False,
+@register("nll", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False, heldout=True,
           description="mean negative log-likelihood of real held-out data under the fitted density")
 def nll(ctx: MetricContext) -> np.ndarray:
     with np.errstate(all="ignore"):

@@ -45,6 +45,7 @@ class Metric:
     higher_is_better: bool | None
     description: str
     vector: bool = False  # one vector per replicate (stored, not plotted as a curve)
+    heldout: bool = False  # reads real held-out data (drawn only when some metric needs it)
 
     def applies(self, model_kind: str, data_kind: str) -> bool:
         return model_kind in self.models and data_kind in self.data
@@ -64,9 +65,10 @@ def register(
     higher_is_better: bool | None,
     description: str,
     vector: bool = False,
+    heldout: bool = False,
 ) -> Callable[[Callable[[MetricContext], np.ndarray]], Callable[[MetricContext], np.ndarray]]:
     def deco(fn: Callable[[MetricContext], np.ndarray]) -> Callable[[MetricContext], np.ndarray]:
-        metric = Metric(name, fn, frozenset(models), frozenset(data), higher_is_better, description, vector)
+        metric = Metric(name, fn, frozenset(models), frozenset(data), higher_is_better, description, vector, heldout)
         for other in _METRICS.get(name, []):
             if other.models & metric.models and other.data & metric.data:
                 raise ValueError(f"metric {name!r} registered twice for the same model and data kinds")

@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         return {"run": _run, "report": _report, "presets": _presets, "show": _show}[args.command](args, err)
     except SpecError as exc:
@@ -79,6 +79,8 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     except KeyboardInterrupt:
         err.print(f"\ninterrupted; continue with: modelcollapse run --resume --out {out}")
         return EXIT_INTERRUPTED
+    except (SpecError, RunDirError):
+        raise  # refused before any work: main() reports it
     except Exception as exc:  # the manifest already says "failed"; tell the user where
         err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}\n(details in {out / 'manifest.json'})")
         return EXIT_FAILED
@@ -110,7 +112,7 @@ def _report(args: argparse.Namespace, err: Console) -> int:
 
 
 def _presets(args: argparse.Namespace, err: Console) -> int:
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     for name, _path in sorted(presets().items()):
         raw = read_source(name)
         size = f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"

@@ -175,3 +175,20 @@ def test_a_collapsed_gaussian_chain_keeps_running(tmp_path):
     assert all(r["variance_ratio"] == 0.0 for r in last)
     assert all(r["kl"] is None for r in last)  # infinite KL is stored as null
     assert all(r["w2"] is not None for r in last)
+
+
+def test_resume_before_the_first_checkpoint_starts_over(tmp_path, monkeypatch):
+    spec = _spec("gaussian")
+    full = run(spec, tmp_path / "full", progress=False)
+    original_step = Chain.step
+
+    def crash(self, g):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Chain, "step", crash)  # generation 0 is recorded, no checkpoint yet
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path / "cut", progress=False)
+    assert not (tmp_path / "cut" / "checkpoint.npz").exists()
+    monkeypatch.setattr(Chain, "step", original_step)
+    resumed = run(spec, tmp_path / "cut", resume=True, progress=False)
+    assert _lines(resumed) == _lines(full)

@@ -28,8 +28,9 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
         store, chain, start, offsets = _resume(spec, Path(out))
         spec = chain.spec
     else:
+        chain = Chain(spec)  # before the directory exists: a failure here leaves nothing behind
         store = RunStore.create(out, spec.to_yaml())
-        chain, start, offsets = Chain(spec), 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
+        start, offsets = 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
     summary = [p for p in store.manifest().get("provenance", []) if p["generation"] < start]
     t0 = last_checkpoint = time.perf_counter()
     elapsed0 = store.manifest().get("elapsed_seconds", 0.0)
@@ -148,8 +149,12 @@ def _resume(spec: ExperimentSpec | None, out: Path) -> tuple[RunStore, Chain, in
     store = RunStore.open(out)
     stored = validate(yaml.safe_load(store.config_text()))
     spec = _compatible(stored, spec)
-    if not store.has("checkpoint.npz"):
-        raise RunDirError(f"{str(out)!r} has no checkpoint yet; start it again without --resume in a new directory")
+    if not store.has("checkpoint.npz"):  # stopped before its first checkpoint: nothing to keep
+        for name in ("metrics.jsonl", "provenance.jsonl"):
+            store.truncate(name, 0)
+        store.write_text("config.yaml", spec.to_yaml())
+        store.update_manifest(status="running", provenance=[], resumed=[*store.manifest().get("resumed", []), now()])
+        return store, Chain(spec), 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
     ck = store.read_npz("checkpoint.npz")
     g = int(ck["generation"])
     offsets = {"metrics.jsonl": int(ck["offsets"][0]), "provenance.jsonl": int(ck["offsets"][1])}

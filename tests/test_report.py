@@ -1,0 +1,154 @@
+"""The HTML report: built from small real runs, checked for content and self-containment."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modelcollapse.config import load_spec
+from modelcollapse.loop import run
+from modelcollapse.report import write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_run(base: Path, preset: str, *overrides: str) -> Path:
+    out = base / preset
+    run(load_spec(preset, list(overrides)), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def gaussian_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_run(tmp_path_factory.mktemp("runs"), "gaussian", "replicates=20", "generations=30")
+
+
+@pytest.fixture
+def gaussian_copy(gaussian_run: Path, tmp_path: Path) -> Path:
+    """A private copy, for tests that alter the run directory."""
+    return Path(shutil.copytree(gaussian_run, tmp_path / "copy"))
+
+
+def check_self_contained(text: str) -> None:
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*https?://""", text)
+    assert "<script" not in text.lower()
+    images = re.findall(r"<img [^>]*src=\"([^\"]*)\"", text)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+
+
+def check_pngs(run_dir: Path, names: list[str]) -> None:
+    for name in names:
+        path = run_dir / "figures" / name
+        assert path.is_file(), f"missing {name}; have {sorted(p.name for p in path.parent.iterdir())}"
+        assert path.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_gaussian_report(gaussian_run: Path) -> None:
+    html_path = write_report(gaussian_run)
+    assert html_path == gaussian_run / "report.html"
+    text = html_path.read_text()
+    check_self_contained(text)
+    for metric in ("mean_error", "variance_ratio", "w2", "kl"):
+        assert metric in text
+    metrics = [f"metric_{m}.png" for m in ("mean_error", "variance_ratio", "w2", "kl")]
+    check_pngs(gaussian_run, [*metrics, "density.png", "provenance.png"])
+    assert "closed-form E[variance_ratio]" in text and "closed-form E[mean_error]" in text
+    assert "completed" in text and "<h1>gaussian</h1>" in text
+    assert "Files in the run directory" in text and "gen_000030.npz" in text
+
+
+def test_report_twice_overwrites_and_removes_stale_figures(gaussian_copy: Path) -> None:
+    write_report(gaussian_copy)
+    figures = gaussian_copy / "figures"
+    (figures / "metric_gone.png").write_bytes(PNG_MAGIC)  # as if an earlier report had this metric
+    (figures / "mine.png").write_bytes(PNG_MAGIC)  # not the report's: must be left alone
+    first = sorted(p.name for p in figures.iterdir())
+    write_report(gaussian_copy)
+    second = sorted(p.name for p in figures.iterdir())
+    assert second == sorted(set(first) - {"metric_gone.png"})
+    assert not [p for p in gaussian_copy.rglob("*.tmp")]
+    check_self_contained((gaussian_copy / "report.html").read_text())
+
+
+def test_partial_run_states_status(gaussian_copy: Path) -> None:
+    lines = (gaussian_copy / "metrics.jsonl").read_text().splitlines()
+    kept = [ln for ln in lines if json.loads(ln)["generation"] < 30]
+    (gaussian_copy / "metrics.jsonl").write_text("\n".join(kept) + "\n" + lines[-1][:20])  # torn last line
+    manifest = json.loads((gaussian_copy / "manifest.json").read_text())
+    manifest.update(status="interrupted", finished=None)
+    (gaussian_copy / "manifest.json").write_text(json.dumps(manifest))
+    text = write_report(gaussian_copy).read_text()
+    assert "interrupted" in text
+    assert "0–29 (planned: 0–30)" in text
+    check_pngs(gaussian_copy, ["metric_variance_ratio.png", "density.png"])
+
+
+def test_failed_run_shows_error_and_stopped_replicates(gaussian_copy: Path) -> None:
+    manifest = json.loads((gaussian_copy / "manifest.json").read_text())
+    manifest.update(status="failed", error="FitError: <boom> & co", stopped={"3": "LinAlgError: singular"})
+    (gaussian_copy / "manifest.json").write_text(json.dumps(manifest))
+    text = write_report(gaussian_copy).read_text()
+    assert "failed" in text
+    assert "FitError: &lt;boom&gt; &amp; co" in text  # escaped
+    assert "Stopped replicates" in text and "LinAlgError: singular" in text
+
+
+def test_collapsed_and_stopped_fits_do_not_crash(gaussian_copy: Path) -> None:
+    """A zero-variance fit (a point mass) and an all-NaN stopped replicate in the last generation."""
+    path = gaussian_copy / "generations" / "gen_000030.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["model/covariance"][0] = 0.0
+    arrays["model/mean"][1] = np.nan
+    arrays["stopped"][1] = True
+    np.savez_compressed(path, **arrays)
+    write_report(gaussian_copy)
+    check_pngs(gaussian_copy, ["density.png"])
+
+
+def test_single_generation(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "gaussian", "replicates=5", "generations=0")
+    text = write_report(run_dir).read_text()
+    check_self_contained(text)
+    check_pngs(run_dir, ["metric_variance_ratio.png", "density.png", "provenance.png"])
+
+
+def test_gmm_report_2d_density_and_weights(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "gmm", "replicates=2", "generations=3", "train_size=200", "workers=1",
+                       "heldout_size=200", "metric_samples=100")
+    text = write_report(run_dir).read_text()
+    check_self_contained(text)
+    for metric in ("l2_distance", "nll", "tail_mass", "variance_ratio", "component_weights"):
+        assert metric in text
+    check_pngs(run_dir, ["density.png", "vector_component_weights.png", "metric_l2_distance.png"])
+    assert not (run_dir / "figures" / "metric_component_weights.png").exists()  # vectors get no curve
+
+
+def test_kde_report_1d_density(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "kde", "replicates=2", "generations=3", "train_size=100",
+                       "heldout_size=200", "metric_samples=100")
+    write_report(run_dir)
+    check_pngs(run_dir, ["density.png", "metric_nll.png", "metric_w1.png"])
+
+
+def test_discrete_report(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "discrete", "replicates=10", "generations=40")
+    text = write_report(run_dir).read_text()
+    check_self_contained(text)
+    for metric in ("tv", "kl", "entropy", "support_size", "tail_mass", "gini_simpson"):
+        assert f"metric_{metric}" in text
+    check_pngs(run_dir, ["categorical_rare.png", "categorical_heatmap.png", "metric_support_size.png"])
+    assert not (run_dir / "figures" / "density.png").exists()
+    assert "closed-form E[gini_simpson]" in text
+
+
+def test_accumulate_provenance(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "gaussian-accumulate", "replicates=5", "generations=5")
+    text = write_report(run_dir, progress=True).read_text()
+    check_pngs(run_dir, ["provenance.png", "density.png"])
+    assert "Training-set size 100 at generation 0, 600 at generation 5" in text

@@ -173,7 +173,8 @@ def test_a_collapsed_gaussian_chain_keeps_running(tmp_path):
     store = run(spec, tmp_path / "run", progress=False)
     last = [r for r in store.read_jsonl("metrics.jsonl") if r["generation"] == 600]
     assert all(r["variance_ratio"] == 0.0 for r in last)
-    assert all(r["kl"] is None for r in last)  # infinite KL is stored as null
+    assert all(r["kl"] == float("inf") for r in last)  # stored as 1e999: infinite, not missing
+    assert "1e999" in (store.path / "metrics.jsonl").read_text()
     assert all(r["w2"] is not None for r in last)
 
 

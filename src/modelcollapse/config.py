@@ -233,15 +233,15 @@ def read_source(source: Union[str, Path, dict]) -> dict:
         return dict(source)
     text = str(source)
     path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SpecError([f"spec file {text!r} does not exist"])
+    table = presets()
+    if path.is_file():
         raw = yaml.safe_load(path.read_text())
-    else:
-        table = presets()
-        if text not in table:
-            raise SpecError([f"{text!r} is neither a spec file nor a preset{suggest(text, list(table))}"])
+    elif text in table:  # a preset, even if a run directory of the same name sits here
         raw = yaml.safe_load(table[text].read_text())
+    elif path.suffix in (".yaml", ".yml") or "/" in text:
+        raise SpecError([f"spec file {text!r} does not exist"])
+    else:
+        raise SpecError([f"{text!r} is neither a spec file nor a preset{suggest(text, list(table))}"])
     if not isinstance(raw, dict):
         raise SpecError([f"{text!r} must hold a YAML mapping at the top level"])
     return raw

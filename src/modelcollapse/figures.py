@@ -57,8 +57,9 @@ def png(fig: Figure) -> bytes:
 def quantiles(values: np.ndarray, qs: Sequence[float] = (5, 50, 95)) -> np.ndarray:
     """Per-row percentiles over replicates (axis 1), NaN-aware; shape (len(qs), rows).
 
-    ``inf`` is a real outcome (a KL once the variance is zero), so it is kept; the
-    "nearest" method then avoids inf - inf interpolation, which would make NaN.
+    ``inf`` is a real outcome (a KL once the variance is exactly zero), so it is kept
+    when present (metrics.jsonl stores it as 1e999, which reads back as inf); "nearest" then
+    avoids inf - inf interpolation, which would make NaN.
     """
     finite = np.isfinite(values) | np.isnan(values)
     method = "linear" if finite.all() else "nearest"
@@ -299,27 +300,27 @@ def _generation_axis(ax, last: int) -> None:
 
 def rare_categories(gens: np.ndarray, probs: np.ndarray, q: np.ndarray, rare: np.ndarray) -> Figure:
     """The rarest original categories over generations ``gens``, from ``probs`` (G, R, K):
-    median over replicates, replicate 0, and the share of replicates in which each still
-    has positive probability."""
+    the mean over replicates beside the original value (each probability is a martingale
+    under maximum likelihood, so the mean stays put while individual chains lose the
+    category), replicate 0, and the share of replicates in which each is still present."""
     fig = Figure(figsize=(10, 3.4), layout="constrained")
     axes = fig.subplots(1, 3)
     colours = colormaps["plasma"](np.linspace(0, 0.85, len(rare)))
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        median = np.nanmedian(probs[:, :, rare], axis=1)
+        mean = np.nanmean(probs[:, :, rare], axis=1)
         alive = np.nanmean(probs[:, :, rare] > 0, axis=1)
     for j, k in enumerate(rare):
-        axes[0].plot(gens, median[:, j], color=colours[j], lw=1.4, label=f"#{k} (p₀={q[k]:.2g})")
+        axes[0].plot(gens, mean[:, j], color=colours[j], lw=1.2, label=f"#{k} (p₀={q[k]:.2g})")
+        axes[0].axhline(q[k], color=colours[j], lw=0.8, ls="--", alpha=0.6)
         axes[1].plot(gens, probs[:, 0, k], color=colours[j], lw=1.0)
         axes[2].plot(gens, alive[:, j], color=colours[j], lw=1.2)
-    titles = ["median over replicates", "replicate 0", "share of replicates with p > 0"]
+    titles = ["mean over replicates (dashed: p₀)", "replicate 0", "share of replicates with p > 0"]
     for ax, title in zip(axes, titles):
         ax.set_title(title, loc="left")
         _generation_axis(ax, int(gens[-1]))
     axes[0].set_ylabel("fitted probability")
-    if not np.nanmax(median, initial=0) > 0:  # a flat zero line looks like a bug without this
-        axes[0].text(0.5, 0.75, "0 at every generation:\nmost replicates never\nsample these categories",
-                     transform=axes[0].transAxes, ha="center", va="center", color="#555")
+    axes[0].set_ylim(0, 3 * q[rare].max())
     axes[2].set_ylim(-0.02, 1.02)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", title="category")
     return fig
@@ -330,7 +331,7 @@ def category_heatmap(gens: np.ndarray, probs0: np.ndarray, q: np.ndarray) -> Fig
     vanished categories (p = 0) are white."""
     order = np.argsort(-q, kind="stable")
     K = len(q)
-    fig = Figure(figsize=(8, min(4.8, 1.6 + 0.07 * K)), layout="constrained")
+    fig = Figure(figsize=(8, float(np.clip(1.6 + 0.07 * K, 2.6, 4.8))), layout="constrained")
     ax = fig.add_subplot()
     with np.errstate(divide="ignore"):
         logp = np.log10(probs0[:, order].T)
@@ -343,7 +344,7 @@ def category_heatmap(gens: np.ndarray, probs0: np.ndarray, q: np.ndarray) -> Fig
     ax.set_ylim(K - 0.5, -0.5)
     ticks = np.unique(np.linspace(0, K - 1, min(K, 10)).round().astype(int))
     ax.set_yticks(ticks, [str(order[t]) for t in ticks])
-    ax.set_ylabel("category (most likely original first)")
+    ax.set_ylabel("category\n(most likely original first)")
     _generation_axis(ax, int(gens[-1]))
     ax.set_title("replicate 0: log₁₀ probability per category (white = vanished)", loc="left")
     ax.grid(False)

@@ -116,9 +116,9 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
 
 
 def _json_column(values: np.ndarray) -> list:
-    """A metric's per-replicate values as JSON-ready lists: NaN and inf become None."""
+    """A metric's per-replicate values as JSON-ready lists: NaN (missing) becomes None."""
     values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
+    finite = ~np.isnan(values)
     out = values.tolist()
     if finite.all():
         return out

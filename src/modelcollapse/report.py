@@ -221,7 +221,9 @@ def header(run: Run, page: Page) -> None:
     if man.get("stopped_early"):
         note += f"<br>Stopped early: {esc(str(man['stopped_early']))}"
     shown = f"0–{run.generations - 1}" if run.generations else "none yet"
-    policy = spec.policy.kind + (f" (real_fraction={spec.policy.real_fraction})" if spec.policy.kind in ("mix", "fresh") else "")
+    policy = spec.policy.kind
+    if spec.policy.kind in ("mix", "fresh"):
+        policy += f" (real_fraction={spec.policy.real_fraction})"
     facts = [
         ("generations with metrics", f"{esc(shown)} (planned: 0–{spec.generations})"),
         ("last checkpoint", esc(str(man.get("generations_completed", "–")))),
@@ -248,8 +250,8 @@ def _description(run: Run, name: str) -> str:
 
 
 def _summary(values: np.ndarray, g: int) -> str:
-    """Median [5%, 95%] at generation g. The run directory stores NaN and inf alike as JSON
-    null, so missing values (stopped replicates, infinite distances) are counted, not hidden."""
+    """Median [5%, 95%] at generation g; missing values (null: stopped replicates) are counted,
+    infinite ones (stored as 1e999, read back as inf) enter the percentiles."""
     lo, med, hi = figures.quantiles(values[g : g + 1])[:, 0]
     missing = int(np.isnan(values[g]).sum())
     return f"{num(med)} [{num(lo)}, {num(hi)}]" + (f" ({missing} of {values.shape[1]} missing)" if missing else "")
@@ -317,10 +319,11 @@ def categorical_section(run: Run, page: Page) -> None:
     if DATA_TYPES[run.spec.data.kind] != "discrete" or not run.saved:
         return
     q = build_truth(run.spec.data).probs_
-    # Categorical chains change fastest early, and the figures use a log-like generation axis:
-    # read every generation up to a limit, else a geometric selection (dense early, sparse late).
-    n = len(run.saved)
-    pick = np.unique(np.round(np.geomspace(1, n, min(n, MAX_CATEGORICAL_GENERATIONS))).astype(int) - 1)
+    # Read every generation up to a limit, else half evenly spaced and half geometrically
+    # (categorical chains change fastest early, and the figures stretch the early generations).
+    n, half = len(run.saved), MAX_CATEGORICAL_GENERATIONS // 2
+    pick = np.arange(n) if n <= 2 * half else np.unique(np.r_[
+        np.round(np.geomspace(1, n, half)).astype(int) - 1, np.linspace(0, n - 1, half).round().astype(int)])
     gens = np.array(run.saved)[pick]
     probs = np.full((len(gens), run.spec.replicates, len(q)), np.nan)
     for i, g in enumerate(gens):
@@ -392,7 +395,8 @@ def files_section(run: Run, page: Page) -> None:
         if p.is_dir():
             inside = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
             span = f": {inside[0].name} … {inside[-1].name}" if len(inside) > 1 else ""
-            rows.append((esc(p.name + "/"), esc(f"{len(inside)} files, {size(sum(f.stat().st_size for f in inside))}{span}")))
+            total = size(sum(f.stat().st_size for f in inside))
+            rows.append((esc(p.name + "/"), esc(f"{len(inside)} files, {total}{span}")))
         else:
             rows.append((esc(p.name), esc(size(p.stat().st_size))))
     if not (run.path / "report.html").exists():

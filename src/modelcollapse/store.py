@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -69,8 +70,22 @@ def _atomic_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_INFINITY = re.compile(r"(?<=[\[:,\s])(-?)Infinity(?=[,\]}])")  # a number, never inside a string
+
+
+def dumps(obj: Any) -> str:
+    """JSON text in which infinities are written as ``1e999`` (``-1e999``).
+
+    JSON has no infinity; ``1e999`` is a valid JSON number that Python, pandas and
+    JavaScript all read back as infinity, so an infinite KL stays distinguishable from a
+    missing value (null). NaN must already have been turned into None.
+    """
+    text = json.dumps(obj, allow_nan=True)
+    return _INFINITY.sub(r"\g<1>1e999", text) if "Infinity" in text else text
+
+
 def jsonable(value: Any) -> Any:
-    """Numbers and arrays as JSON: non-finite floats become null (JSON has no NaN or inf)."""
+    """Numbers and arrays as JSON-ready values: NaN becomes null (missing), infinities stay."""
     if isinstance(value, np.ndarray):
         return [jsonable(v) for v in value.tolist()]
     if isinstance(value, (list, tuple)):
@@ -78,7 +93,7 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
+        return None if math.isnan(value) else float(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.bool_):
@@ -116,7 +131,7 @@ class RunStore:
         _atomic_bytes(self.path / name, text.encode())
 
     def write_json(self, name: str, obj: Any) -> None:
-        self.write_text(name, json.dumps(jsonable(obj), indent=1, allow_nan=False) + "\n")
+        self.write_text(name, json.dumps(jsonable(obj), indent=1, allow_nan=True).replace("Infinity", "1e999") + "\n")
 
     def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
@@ -129,7 +144,7 @@ class RunStore:
         ``clean=True`` promises the rows hold only JSON-ready Python values (no NaN, no
         numpy scalars), which skips the slow recursive conversion on the hot path.
         """
-        text = "".join(json.dumps(r if clean else jsonable(r), allow_nan=False) + "\n" for r in rows)
+        text = "".join(dumps(r if clean else jsonable(r)) + "\n" for r in rows)
         with open(self.path / name, "ab") as fh:
             fh.write(text.encode())
             return fh.tell()

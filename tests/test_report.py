@@ -13,6 +13,7 @@ import pytest
 from modelcollapse.config import load_spec
 from modelcollapse.loop import run
 from modelcollapse.report import write_report
+from modelcollapse.store import RunStore
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -59,7 +60,7 @@ def test_gaussian_report(gaussian_run: Path) -> None:
     check_pngs(gaussian_run, [*metrics, "density.png", "provenance.png"])
     assert "closed-form E[variance_ratio]" in text and "closed-form E[mean_error]" in text
     assert "completed" in text and "<h1>gaussian</h1>" in text
-    assert "Files in the run directory" in text and "gen_000030.npz" in text
+    assert "Files in the run directory" in text and "gen_000030.safetensors" in text
 
 
 def test_report_twice_overwrites_and_removes_stale_figures(gaussian_copy: Path) -> None:
@@ -100,13 +101,13 @@ def test_failed_run_shows_error_and_stopped_replicates(gaussian_copy: Path) -> N
 
 def test_collapsed_and_stopped_fits_do_not_crash(gaussian_copy: Path) -> None:
     """A zero-variance fit (a point mass) and an all-NaN stopped replicate in the last generation."""
-    path = gaussian_copy / "generations" / "gen_000030.npz"
-    with np.load(path) as z:
-        arrays = {k: z[k] for k in z.files}
+    store = RunStore(gaussian_copy)
+    name = store.generation_file(30)
+    arrays = {k: v.copy() for k, v in store.read_tensors(name).items()}
     arrays["model/covariance"][0] = 0.0
     arrays["model/mean"][1] = np.nan
     arrays["stopped"][1] = True
-    np.savez_compressed(path, **arrays)
+    store.write_tensors(name, arrays)
     write_report(gaussian_copy)
     check_pngs(gaussian_copy, ["density.png"])
 

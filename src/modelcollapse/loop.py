@@ -87,7 +87,7 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
     arrays["stopped"] = np.array([r in chain.stopped for r in range(spec.replicates)])
     if gen.synthetic is not None and chain.policy.needs_history:
         arrays["synthetic_X"], arrays["synthetic_origin"] = gen.synthetic.X, gen.synthetic.origin
-    store.write_npz(store.generation_file(g), arrays)
+    store.write_tensors(store.generation_file(g), arrays)
     if g == 0:
         store.write_npz("real.npz", {"X": chain.real.X, "heldout": chain.heldout})
     columns = {name: _json_column(values) for name, values in gen.metrics.items()}

@@ -116,18 +116,17 @@ def load_run(path: Path) -> Run:
     for r, why in (manifest.get("stopped") or {}).items():
         run.stopped.setdefault(int(r), (None, str(why)))
     run.provenance = read_jsonl(path / "provenance.jsonl") or manifest.get("provenance", [])
-    found = (re.fullmatch(r"gen_(\d+)\.npz", p.name) for p in (path / "generations").glob("gen_*.npz"))
-    run.saved = sorted(int(m.group(1)) for m in found if m)
+    run.saved = store.generations()
     return run
 
 
 def model_states(run: Run, g: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Generation g's fitted parameters (leading replicate axis) and stopped flags; only the
-    ``model/*`` arrays are decompressed (accumulating runs also store whole synthetic sets)."""
-    with np.load(run.path / RunStore.generation_file(g), allow_pickle=False) as z:
-        state = {k.removeprefix("model/"): z[k] for k in z.files if k.startswith("model/")}
-        stopped = z["stopped"] if "stopped" in z.files else np.zeros(run.spec.replicates, bool)
-    return state, stopped
+    """Generation g's fitted parameters (leading replicate axis) and stopped flags; only these
+    are read (accumulating runs also store whole synthetic sets)."""
+    store = RunStore(run.path)
+    state = store.model_state(g)
+    flags = store.read_tensors(store.generation_file(g), "stopped")
+    return state, flags.get("stopped", np.zeros(run.spec.replicates, bool))
 
 
 # -- formatting -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@
     DIR/metrics.jsonl          one JSON object per (replicate, generation)
     DIR/provenance.jsonl       one line per generation: mean count of examples from each source
     DIR/real.npz               generation 0's real training set and the real held-out set
-    DIR/generations/gen_000123.npz   fitted parameters (model/*), per-replicate provenance counts,
+    DIR/generations/gen_000123.safetensors   fitted parameters (model/*), per-replicate provenance counts,
                                and, for accumulating policies, that generation's synthetic set
     DIR/checkpoint.npz         where a resumed run picks up: generation, random-stream states,
                                byte offsets of the JSONL files
@@ -36,8 +36,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.numpy as safetensors_numpy
+from safetensors import safe_open
 
-DEPENDENCIES = ("numpy", "scipy", "scikit-learn", "pydantic", "pyyaml", "matplotlib", "rich", "pot")
+DEPENDENCIES = ("numpy", "scipy", "scikit-learn", "pydantic", "pyyaml", "matplotlib", "rich", "pot", "safetensors", "torch")
 
 
 class RunDirError(RuntimeError):
@@ -138,6 +140,15 @@ class RunStore:
         np.savez(buf, **arrays)  # uncompressed: fitted parameters are random floats, which barely compress
         _atomic_bytes(self.path / name, buf.getvalue())
 
+    def write_tensors(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Arrays as a safetensors file: a flat header plus raw bytes, no code on load."""
+        _atomic_bytes(self.path / name, safetensors_numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+    def read_tensors(self, name: str, prefix: str = "") -> dict[str, np.ndarray]:
+        """The arrays of a safetensors file whose names start with ``prefix`` (read lazily)."""
+        with safe_open(self.path / name, framework="numpy") as fh:
+            return {k: fh.get_tensor(k) for k in fh.keys() if k.startswith(prefix)}
+
     def append_jsonl(self, name: str, rows: Iterable[dict], *, clean: bool = False) -> int:
         """Append rows and return the file's new size (the offset a checkpoint records).
 
@@ -186,13 +197,18 @@ class RunStore:
 
     @staticmethod
     def generation_file(g: int) -> str:
-        return f"generations/gen_{g:06d}.npz"
+        return f"generations/gen_{g:06d}.safetensors"
+
+    def generations(self) -> list[int]:
+        """Generations with a parameter file, in order."""
+        found = (p.name.removeprefix("gen_").removesuffix(".safetensors") for p in (self.path / "generations").glob("gen_*.safetensors"))
+        return sorted(int(g) for g in found if g.isdigit())
 
     def generation(self, g: int) -> dict[str, np.ndarray]:
-        return self.read_npz(self.generation_file(g))
+        return self.read_tensors(self.generation_file(g))
 
     def model_state(self, g: int) -> dict[str, np.ndarray]:
-        return {k.removeprefix("model/"): v for k, v in self.generation(g).items() if k.startswith("model/")}
+        return {k.removeprefix("model/"): v for k, v in self.read_tensors(self.generation_file(g), "model/").items()}
 
 
 def stderr_is_tty() -> bool:

@@ -16,6 +16,13 @@ TINY = {
     "discrete": ["replicates=5", "generations=12"],
     "gmm": ["replicates=2", "generations=3", "train_size=200", "workers=1"],
     "kde": ["replicates=2", "generations=3", "train_size=100", "metric_samples=200"],
+    "vae-digits": ["replicates=2", "generations=2", "train_size=200", "model.epochs=3", "metric_samples=100",
+                   "workers=1"],
+    "vae-minority": ["replicates=1", "generations=2", "train_size=200", "model.epochs=3", "metric_samples=100",
+                     "workers=1"],
+    "vae-mnist": ["replicates=1", "generations=1", "train_size=200", "model.epochs=1", "metric_samples=100",
+                  "workers=1"],
+    "paper-vae": ["generations=1", "train_size=200", "model.epochs=1", "metric_samples=100"],
 }
 
 

@@ -20,8 +20,11 @@ SMALL = {
             "policy.real_fraction=0.2", "metrics=[l2_distance, nll, tail_mass, component_weights, w2]"],
     "kde": ["replicates=3", "generations=5", "train_size=100", "policy.kind=mix", "policy.real_fraction=0.1",
             "metric_samples=200"],
+    "vae": ["replicates=2", "generations=5", "train_size=100", "model.epochs=2", "model.hidden=32",
+            "metric_samples=50", "workers=1", "policy.kind=accumulate_subsample"],
 }
-PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "discrete": "discrete", "gmm": "gmm", "kde": "kde"}
+PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "discrete": "discrete", "gmm": "gmm", "kde": "kde",
+          "vae": "vae-digits"}
 
 
 def _spec(case: str, *extra: str):
@@ -74,9 +77,10 @@ def test_replicate_numbers_do_not_depend_on_the_replicate_count(tmp_path):
     assert [r for r in many if r["replicate"] < 2] == few
 
 
-def test_same_numbers_whatever_the_number_of_workers(tmp_path):
-    one = run(_spec("gmm", "workers=1"), tmp_path / "one", progress=False)
-    two = run(_spec("gmm", "workers=2"), tmp_path / "two", progress=False)
+@pytest.mark.parametrize("case", ["gmm", "vae"])
+def test_same_numbers_whatever_the_number_of_workers(case, tmp_path):
+    one = run(_spec(case, "workers=1", "generations=2"), tmp_path / "one", progress=False)
+    two = run(_spec(case, "workers=2", "generations=2"), tmp_path / "two", progress=False)
     assert _lines(one) == _lines(two)
 
 
@@ -193,3 +197,13 @@ def test_resume_before_the_first_checkpoint_starts_over(tmp_path, monkeypatch):
     monkeypatch.setattr(Chain, "step", original_step)
     resumed = run(spec, tmp_path / "cut", resume=True, progress=False)
     assert _lines(resumed) == _lines(full)
+
+
+def test_every_replicate_failing_on_real_data_fails_the_run(tmp_path, monkeypatch):
+    def never(self, X, *, rng=None):
+        raise FitError("bad setting")
+
+    monkeypatch.setattr(GMMModel, "fit", never)
+    with pytest.raises(FitError, match="generation 0: FitError: bad setting"):
+        run(_spec("gmm"), tmp_path / "run", progress=False)
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"

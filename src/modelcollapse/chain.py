@@ -16,9 +16,15 @@ import numpy as np
 from . import metrics as M
 from .config import ExperimentSpec
 from .data import build_truth
-from .models import MODELS, ReplicatedModel
-from .policies import REAL, Batch, Policy, build_policy, provenance_counts
+from .models import MODELS, FitError, ReplicatedModel
+from .data.images import ImageDataset
+from .errors import DataError
+from .metrics.classifier import classifier_for
+from .policies import REAL, UNLABELLED, Batch, Policy, build_policy, provenance_counts
 from .rng import RandomStreams
+
+
+PREVIEW_REPLICATES, PREVIEW_IMAGES = 4, 32  # samples kept per generation for the report's grids
 
 
 def make_model(spec: ExperimentSpec, truth: Any) -> Any:
@@ -27,6 +33,8 @@ def make_model(spec: ExperimentSpec, truth: Any) -> Any:
     params = spec.model.model_dump(exclude={"kind"})
     if "n_categories" in cls._param_names():
         params["n_categories"] = truth.n_categories
+    if "image_shape" in cls._param_names():
+        params["image_shape"] = tuple(truth.image_shape)
     if cls.batched:
         return cls(**params)
     return ReplicatedModel(partial(cls, **params), spec.replicates)
@@ -41,6 +49,7 @@ class Generation:
     provenance: np.ndarray  # (R, index + 1): real, then one column per source generation
     synthetic: Batch | None
     newly_stopped: dict[int, str] = field(default_factory=dict)
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # stored beside the parameters (image previews)
 
 
 class Chain:
@@ -52,24 +61,35 @@ class Chain:
         self.model = make_model(spec, self.truth)
         metrics = [M.resolve(name, spec.model.kind, spec.data.kind) for name in spec.metrics]
         self.metric_fns = {m.name: m.fn for m in metrics}
-        self.needs_heldout = any(m.heldout for m in metrics)
+        self.needs = frozenset().union(*(m.needs for m in metrics))
         self.cache: dict[str, Any] = {}
         self.history: list[Batch] = []  # synthetic sets the policy may still need
         self.stopped: dict[int, str] = {}
         self.real: Batch | None = None
         self.heldout: np.ndarray | None = None
+        self.model0: Any = None
+        self.images = isinstance(self.truth, ImageDataset)
+        self.aux: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # facts about the run for the manifest (data source, classifier accuracy)
+        if self.images:
+            self._prepare_images()
 
     # -- the two kinds of generation --------------------------------------------------
     def first(self) -> Generation:
         self.real = self.draw_real(self.spec.train_size)
         # Held-out real data only when a metric reads it (20,000 replicates x 1,000 points adds up).
-        size = self.spec.heldout_size if self.needs_heldout else 0
-        self.heldout = self.truth.sample(size, rng=self.streams["heldout"])
-        return self._fit_and_measure(0, self.real, synthetic=None)
+        if self.images:  # the dataset's own held-out split, the same for every replicate
+            self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
+        else:
+            size = self.spec.heldout_size if "heldout" in self.needs else 0
+            self.heldout = self.truth.sample(size, rng=self.streams["heldout"])
+        gen = self._fit_and_measure(0, self.real, synthetic=None)
+        return gen
 
     def step(self, g: int) -> Generation:
         X = self.model.sample(self.spec.train_size, rng=self.streams["sample"])
-        synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64))
+        labels = np.full(X.shape[:2], UNLABELLED, dtype=np.int64) if self.images else None
+        synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64), labels)
         self.history = [*self.history, synthetic] if self.policy.needs_history else [synthetic]
         train = self.policy.build(
             real=self.real,
@@ -81,8 +101,27 @@ class Chain:
         return self._fit_and_measure(g, train, synthetic)
 
     def draw_real(self, n: int) -> Batch:
+        if self.images:
+            X, y = self.truth.sample_labeled(n, rng=self.streams["real"])
+            return Batch(X, np.full(X.shape[:2], REAL, dtype=np.int64), y)
         X = self.truth.sample(n, rng=self.streams["real"])
         return Batch(X, np.full(X.shape[:2], REAL, dtype=np.int64))
+
+    def _prepare_images(self) -> None:
+        """Check the data against the spec and train the helpers image metrics need, before any fit."""
+        pool = len(self.truth.train_X)
+        if self.spec.train_size > pool:
+            raise DataError(f"train_size={self.spec.train_size} exceeds the {pool} training images of {self.truth.name}")
+        model = self.spec.model
+        if getattr(model, "architecture", None) == "conv" and any(s % 4 for s in self.truth.image_shape):
+            raise DataError(
+                f"model.architecture='conv' needs image sides divisible by 4 (MNIST's 28x28); "
+                f"data.kind={self.spec.data.kind!r} has {self.truth.image_shape}: use architecture 'mlp'"
+            )
+        self.info["data"] = self.truth.describe()
+        if "classifier" in self.needs:
+            self.aux["classifier"] = classifier_for(self.truth)
+            self.info["classifier_accuracy"] = self.aux["classifier"].accuracy_
 
     def _fit_and_measure(self, g: int, train: Batch, synthetic: Batch | None) -> Generation:
         if isinstance(self.model, ReplicatedModel):
@@ -92,6 +131,11 @@ class Chain:
             self.model.fit(train.X)
             newly = {}
         self.stopped.update(newly)
+        if g == 0 and len(self.stopped) == self.spec.replicates:
+            # Every replicate failing on real data is a setting problem, not collapse: fail loudly.
+            raise FitError(f"every replicate failed to fit generation 0: {next(iter(self.stopped.values()))}")
+        if g == 0:
+            self.model0 = self.model.snapshot() if isinstance(self.model, ReplicatedModel) else None
         ctx = M.MetricContext(
             model=self.model,
             truth=self.truth,
@@ -101,23 +145,43 @@ class Chain:
             n_samples=self.spec.metric_samples,
             model_kind=self.spec.model.kind,
             cache=self.cache,
+            model0=self.model0,
+            aux=self.aux,
         )
         if len(self.stopped) == self.spec.replicates:  # nothing left to measure
             values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
         else:
             values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
-        return Generation(g, values, provenance_counts(train.origin, g), synthetic, newly)
+        extras = self._image_extras(ctx, train) if self.images else {}
+        return Generation(g, values, provenance_counts(train.origin, g), synthetic, newly, extras)
+
+    def _image_extras(self, ctx: M.MetricContext, train: Batch) -> dict[str, np.ndarray]:
+        """A preview grid of samples (the report's first picture) and the class counts of the real training data."""
+        shown = min(self.spec.replicates, PREVIEW_REPLICATES)
+        if "samples" in ctx.memo:
+            preview = ctx.memo["samples"][:shown, :PREVIEW_IMAGES]
+        else:  # no sample-based metric selected: draw the preview from the metric streams
+            preview = self.model.sample(PREVIEW_IMAGES, rng=self.streams["metric"])[:shown]
+        labels = np.where(train.origin == REAL, train.labels, UNLABELLED)
+        counts = np.stack([np.bincount(row[row >= 0], minlength=self.truth.n_classes) for row in labels])
+        return {"preview": preview.astype(np.float32), "real_class_counts": counts}
 
     # -- checkpoint support -----------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
 
-    def restore(self, *, real: Batch, heldout: np.ndarray, model_state: dict, history: list[Batch],
-                stopped: dict[int, str], rng_state: dict[str, np.ndarray]) -> None:
-        self.real, self.heldout, self.history = real, heldout, history
+    def restore(self, *, real: Batch, heldout: np.ndarray | None, model_state: dict, model0_state: dict,
+                history: list[Batch], stopped: dict[int, str], stopped0: dict[int, str],
+                rng_state: dict[str, np.ndarray]) -> None:
+        """Put the chain back where a checkpoint left it (the loop reads the files)."""
+        self.real, self.history = real, history
+        self.heldout = heldout
+        if self.images:
+            self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
         self.stopped = dict(stopped)
         if isinstance(self.model, ReplicatedModel):
             self.model.load_state_dict(model_state, stopped=self.stopped)
+            self.model0 = make_model(self.spec, self.truth).load_state_dict(model0_state, stopped=stopped0)
         else:
             self.model.load_state_dict(model_state)
         self.streams.load_state_arrays(rng_state)

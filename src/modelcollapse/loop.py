@@ -30,6 +30,7 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
     else:
         chain = Chain(spec)  # before the directory exists: a failure here leaves nothing behind
         store = RunStore.create(out, spec.to_yaml())
+        store.update_manifest(info=chain.info)
         start, offsets = 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
     summary = [p for p in store.manifest().get("provenance", []) if p["generation"] < start]
     t0 = last_checkpoint = time.perf_counter()
@@ -87,9 +88,15 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
     arrays["stopped"] = np.array([r in chain.stopped for r in range(spec.replicates)])
     if gen.synthetic is not None and chain.policy.needs_history:
         arrays["synthetic_X"], arrays["synthetic_origin"] = gen.synthetic.X, gen.synthetic.origin
+    arrays.update(gen.extras)
     store.write_tensors(store.generation_file(g), arrays)
     if g == 0:
-        store.write_npz("real.npz", {"X": chain.real.X, "heldout": chain.heldout})
+        real = {"X": chain.real.X}
+        if chain.real.labels is not None:
+            real["labels"] = chain.real.labels
+        if not chain.images:  # image runs use the dataset's own held-out split
+            real["heldout"] = chain.heldout
+        store.write_npz("real.npz", real)
     columns = {name: _json_column(values) for name, values in gen.metrics.items()}
     rows = []
     for r in range(spec.replicates):
@@ -169,12 +176,15 @@ def _resume(spec: ExperimentSpec | None, out: Path) -> tuple[RunStore, Chain, in
             history.append(Batch(z["synthetic_X"], z["synthetic_origin"]))
     manifest = store.manifest()
     stopped = {int(r): str(why) for r, why in zip(ck["stopped_replicates"], ck["stopped_reasons"])}
+    gen0_stopped = store.read_tensors(store.generation_file(0), "stopped").get("stopped", [])
     chain.restore(
-        real=Batch(real["X"], np.full(real["X"].shape[:2], REAL, dtype=np.int64)),
-        heldout=real["heldout"],
+        real=Batch(real["X"], np.full(real["X"].shape[:2], REAL, dtype=np.int64), real.get("labels")),
+        heldout=real.get("heldout"),
         model_state=store.model_state(g),
+        model0_state=store.model_state(0),
         history=history,
         stopped=stopped,
+        stopped0={int(r): stopped.get(int(r), "stopped at generation 0") for r in np.flatnonzero(gen0_stopped)},
         rng_state=ck,
     )
     store.write_text("config.yaml", spec.to_yaml())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -23,10 +24,15 @@ class UnknownNameError(KeyError, ValueError):
         return str(self.args[0])
 
 
+class MissingDependencyError(ImportError):
+    """A registered entry whose optional dependency is not installed; the message says what to install."""
+
+
 class Registry(Generic[T]):
     def __init__(self, what: str) -> None:
         self.what = what
         self._items: dict[str, T] = {}
+        self._lazy: dict[str, tuple[str, str]] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -37,7 +43,22 @@ class Registry(Generic[T]):
 
         return deco
 
+    def register_lazy(self, name: str, target: str, hint: str) -> None:
+        """Register ``"package.module:attr"``, imported on first use (for optional extras).
+
+        ``hint`` tells the user what to install when the import fails.
+        """
+        self._lazy[name] = (target, hint)
+        self._items[name] = None  # type: ignore[assignment]
+
     def get(self, name: str) -> T:
+        if name in self._lazy and self._items.get(name) is None:
+            target, hint = self._lazy[name]
+            module, attr = target.split(":")
+            try:
+                self._items[name] = getattr(importlib.import_module(module), attr)
+            except ImportError as exc:
+                raise MissingDependencyError(f"{self.what} {name!r} needs {hint} ({exc})") from None
         try:
             return self._items[name]
         except KeyError:

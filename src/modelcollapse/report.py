@@ -29,12 +29,15 @@ from . import figures, metrics, theory
 from .config import ExperimentSpec, validate
 from .data import DATA_TYPES, build_truth
 from .registry import UnknownNameError
+from .report_images import image_section
 from .store import RunStore
 
 RESERVED = ("replicate", "generation", "stopped")  # metric rows' keys that are not metrics
 MAX_CATEGORICAL_GENERATIONS = 200  # parameter files read for the categorical figures
 RARE = 10  # rarest original categories followed over generations
-OWN_FIGURES = re.compile(r"^(metric_.+|vector_.+|density|categorical_rare|categorical_heatmap|provenance)\.png$")
+OWN_FIGURES = re.compile(
+    r"^(metric_.+|vector_.+|density|categorical_rare|categorical_heatmap|provenance|samples|class_mix)\.png$"
+)
 
 
 @dataclass
@@ -343,6 +346,8 @@ def categorical_section(run: Run, page: Page) -> None:
 
 def vector_section(run: Run, page: Page) -> None:
     for name, values in run.vectors.items():
+        if name == "class_histogram":  # drawn as the class mix (report_images.py)
+            continue
         description = _description(run, name)
         page.add(f"<h2>{esc(name)}</h2>")
         page.figure(f"vector_{safe_name(name)}", figures.component_weights(values), esc(
@@ -434,8 +439,8 @@ def write_report(run_dir: str | Path, *, progress: bool = False) -> Path:
     log(f"read {run.generations} generations × {run.spec.replicates} replicates")
     page = Page(path / "figures", log)
     with figures.style():
-        for section in (header, metric_section, density_section, categorical_section, vector_section,
-                        provenance_section, stopped_section, files_section):
+        for section in (header, image_section, metric_section, density_section, categorical_section,
+                        vector_section, provenance_section, stopped_section, files_section):
             section(run, page)
     # Figures of an earlier report that this one no longer makes would be stale: remove them.
     if page.figdir.is_dir():

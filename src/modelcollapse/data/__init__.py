@@ -18,7 +18,8 @@ from ..registry import Registry
 DATA: Registry[Callable[[Any], BaseModel]] = Registry("data kind")
 
 #: data kind -> "continuous" | "discrete": which model families can be fitted to it.
-DATA_TYPES = {"gaussian": "continuous", "gmm": "continuous", "categorical": "discrete", "zipf": "discrete"}
+DATA_TYPES = {"gaussian": "continuous", "gmm": "continuous", "categorical": "discrete", "zipf": "discrete",
+              "digits": "image", "mnist": "image", "imbalanced": "image"}
 
 
 def zipf_probs(categories: int, exponent: float) -> np.ndarray:
@@ -50,6 +51,39 @@ def zipf(spec: Any) -> CategoricalModel:
     return CategoricalModel(n_categories=spec.categories).load_state_dict({"probs": probs})
 
 
-def build_truth(spec: Any) -> BaseModel:
-    """The original distribution described by a validated ``data`` spec."""
-    return DATA.get(spec.kind)(spec)
+@DATA.register("digits")
+def digits(spec: Any) -> Any:
+    from .images import load_digits
+
+    return load_digits(spec)
+
+
+@DATA.register("mnist")
+def mnist(spec: Any) -> Any:
+    from .images import load_mnist
+
+    return load_mnist(spec)
+
+
+@DATA.register("imbalanced")
+def imbalanced(spec: Any) -> Any:
+    from .images import load_imbalanced
+
+    return load_imbalanced(spec)
+
+
+_DATASETS: dict[str, Any] = {}  # loaded image datasets, by spec: reading MNIST twice is waste
+
+
+def build_truth(spec: Any) -> Any:
+    """The original distribution described by a validated ``data`` spec.
+
+    A fitted model for the synthetic kinds, an :class:`~modelcollapse.data.images.ImageDataset`
+    (an empirical distribution with a held-out split) for real images.
+    """
+    if DATA_TYPES[spec.kind] != "image":
+        return DATA.get(spec.kind)(spec)
+    key = spec.model_dump_json()
+    if key not in _DATASETS:
+        _DATASETS[key] = DATA.get(spec.kind)(spec)
+    return _DATASETS[key]

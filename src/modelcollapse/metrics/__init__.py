@@ -1,6 +1,6 @@
 """Metrics: pure functions with metadata, grouped by data type."""
 
-from . import continuous, discrete  # noqa: F401  (registration side effects)
+from . import continuous, discrete, images  # noqa: F401  (registration side effects)
 from .registry import Metric, MetricContext, all_metric_names, available, register, resolve
 
 __all__ = ["Metric", "MetricContext", "all_metric_names", "available", "register", "resolve"]
@@ -11,6 +11,8 @@ DEFAULTS: dict[str, list[str]] = {
     "gmm": ["l2_distance", "nll", "tail_mass", "variance_ratio", "component_weights"],
     "kde": ["nll", "tail_mass", "w1", "w2", "variance_ratio"],
     "categorical": ["tv", "kl", "entropy", "support_size", "tail_mass", "gini_simpson"],
+    "vae": ["latent_std", "nll", "class_kl", "class_histogram", "minority_share", "pixel_diversity",
+            "frechet_distance"],
 }
 
 

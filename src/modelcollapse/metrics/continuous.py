@@ -107,7 +107,7 @@ def l2_distance(ctx: MetricContext) -> np.ndarray:
     return _per_replicate(ctx, one)
 
 
-@register("nll", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False, heldout=True,
+@register("nll", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False, needs={"heldout"},
           description="mean negative log-likelihood of real held-out data under the fitted density")
 def nll(ctx: MetricContext) -> np.ndarray:
     with np.errstate(all="ignore"):

@@ -30,6 +30,9 @@ class MetricContext:
     n_samples: int  # sample size for sample-based metrics
     model_kind: str
     cache: dict[str, Any] = field(default_factory=dict)  # truth-derived constants, computed once
+    model0: Any = None  # generation 0's batched model (for metrics in its frame, e.g. latent_std)
+    aux: dict[str, Any] = field(default_factory=dict)  # run-wide helpers, e.g. the digit classifier
+    memo: dict[str, Any] = field(default_factory=dict)  # this generation only: samples shared by metrics
 
     @property
     def replicates(self) -> int:
@@ -45,7 +48,7 @@ class Metric:
     higher_is_better: bool | None
     description: str
     vector: bool = False  # one vector per replicate (stored, not plotted as a curve)
-    heldout: bool = False  # reads real held-out data (drawn only when some metric needs it)
+    needs: frozenset[str] = frozenset()  # "heldout", "classifier", "model0": prepared only when needed
 
     def applies(self, model_kind: str, data_kind: str) -> bool:
         return model_kind in self.models and data_kind in self.data
@@ -55,6 +58,7 @@ _METRICS: dict[str, list[Metric]] = {}
 
 CONTINUOUS_DATA = frozenset({"gaussian", "gmm"})
 DISCRETE_DATA = frozenset({"categorical", "zipf"})
+IMAGE_DATA = frozenset({"digits", "mnist", "imbalanced"})
 
 
 def register(
@@ -65,10 +69,11 @@ def register(
     higher_is_better: bool | None,
     description: str,
     vector: bool = False,
-    heldout: bool = False,
+    needs: set[str] = frozenset(),
 ) -> Callable[[Callable[[MetricContext], np.ndarray]], Callable[[MetricContext], np.ndarray]]:
     def deco(fn: Callable[[MetricContext], np.ndarray]) -> Callable[[MetricContext], np.ndarray]:
-        metric = Metric(name, fn, frozenset(models), frozenset(data), higher_is_better, description, vector, heldout)
+        metric = Metric(name, fn, frozenset(models), frozenset(data), higher_is_better, description, vector,
+                        frozenset(needs))
         for other in _METRICS.get(name, []):
             if other.models & metric.models and other.data & metric.data:
                 raise ValueError(f"metric {name!r} registered twice for the same model and data kinds")

@@ -14,9 +14,15 @@ MODELS.register("categorical")(CategoricalModel)
 MODELS.register("gaussian")(GaussianModel)
 MODELS.register("gmm")(GMMModel)
 MODELS.register("kde")(KDEModel)
+MODELS.register_lazy("vae", "modelcollapse.models.vae:VAEModel", "PyTorch: pip install 'modelcollapse[torch]'")
+
+#: model kind -> the data type it fits, known without importing optional extras.
+MODEL_DATA_TYPES = {"categorical": "discrete", "gaussian": "continuous", "gmm": "continuous", "kde": "continuous",
+                    "vae": "image"}
 
 __all__ = [
     "MODELS",
+    "MODEL_DATA_TYPES",
     "BaseModel",
     "CategoricalModel",
     "FitError",

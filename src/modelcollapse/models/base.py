@@ -112,12 +112,21 @@ class ReplicatedModel:
     def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1) -> "ReplicatedModel":
         seeds = [None] * len(self.models) if rng is None else [g.integers(2**63) for g in rng]
         todo = [r for r in range(len(self.models)) if r not in self.stopped]
-        results = _map(_fit_one, [(self.factory, X[r], seeds[r]) for r in todo], workers)
+        # A warm-started family continues from the previous generation's weights, passed as plain state.
+        warm = getattr(self.factory(), "warm_start", False)
+        prev = [self.models[r].state_dict() if warm and self.models[r] is not None else None for r in range(len(self.models))]
+        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r]) for r in todo], workers)
         for r, (model, err) in zip(todo, results):
             self.models[r] = model
             if err is not None:
                 self.stopped[r] = err
         return self
+
+    def snapshot(self) -> "ReplicatedModel":
+        """A frozen view of the current fits (a later fit replaces models; it never mutates them)."""
+        copy = ReplicatedModel(self.factory, len(self.models))
+        copy.models, copy.stopped = list(self.models), dict(self.stopped)
+        return copy
 
     def sample(self, n: int, *, rng: Sequence[np.random.Generator]) -> np.ndarray:
         out = []
@@ -147,10 +156,11 @@ class ReplicatedModel:
 
 
 def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
-    factory, X, seed = args
+    factory, X, seed, previous = args
     rng = None if seed is None else np.random.default_rng(int(seed))
     try:
-        return factory().fit(X, rng=rng), None
+        model = factory() if previous is None else factory().load_state_dict(previous)
+        return model.fit(X, rng=rng), None
     except (FitError, ValueError, np.linalg.LinAlgError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
 
@@ -167,5 +177,7 @@ def _stack_with_nan(arrays: list[np.ndarray | None]) -> np.ndarray:
     template = next((a for a in arrays if a is not None), None)
     if template is None:
         raise FitError("every replicate has stopped")
-    fill = np.full_like(np.asarray(template, dtype=float), np.nan)
-    return np.stack([np.asarray(a, dtype=float) if a is not None else fill for a in arrays])
+    template = np.asarray(template)
+    dtype = template.dtype if np.issubdtype(template.dtype, np.floating) else np.float64  # keep float32 images small
+    fill = np.full(template.shape, np.nan, dtype=dtype)
+    return np.stack([np.asarray(a, dtype=dtype) if a is not None else fill for a in arrays])

@@ -23,6 +23,7 @@ TINY = {
     "vae-mnist": ["replicates=1", "generations=1", "train_size=200", "model.epochs=1", "metric_samples=100",
                   "workers=1"],
     "paper-vae": ["generations=1", "train_size=200", "model.epochs=1", "metric_samples=100"],
+    "lm-ngram": ["replicates=2", "generations=3", "train_size=200", "metric_samples=50"],
 }
 
 

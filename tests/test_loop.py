@@ -22,9 +22,11 @@ SMALL = {
             "metric_samples=200"],
     "vae": ["replicates=2", "generations=5", "train_size=100", "model.epochs=2", "model.hidden=32",
             "metric_samples=50", "workers=1", "policy.kind=accumulate_subsample"],
+    "ngram": ["replicates=2", "generations=6", "train_size=100", "metric_samples=40", "policy.kind=mix",
+              "policy.real_fraction=0.1"],
 }
 PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "discrete": "discrete", "gmm": "gmm", "kde": "kde",
-          "vae": "vae-digits"}
+          "vae": "vae-digits", "ngram": "lm-ngram"}
 
 
 def _spec(case: str, *extra: str):

@@ -23,6 +23,8 @@ ALPHA = 1e-6
 def _data(kind: str, rng: np.random.Generator, n: int = 400, d: int = 1) -> np.ndarray:
     if kind == "categorical":
         return rng.choice(5, size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05])
+    if MODEL_DATA_TYPES[kind] == "text":
+        return rng.integers(0, 20, (n, 6))  # blocks of token ids
     if MODEL_DATA_TYPES[kind] == "image":
         images = load_digits().images / 16.0
         return images[rng.choice(len(images), size=n, replace=False)]
@@ -33,13 +35,15 @@ def _make(kind: str):
     cls = MODELS.get(kind)
     if kind == "categorical":
         return cls(n_categories=5)
+    if kind == "ngram":
+        return cls(vocab_size=20, order=2, discount=0.3, gen_tokens=6)
     if kind == "vae":
         return cls(image_shape=(8, 8), epochs=2, hidden=64, latent_dim=4)  # tiny: the contract, not quality
     return cls()
 
 
 def _sample_shape(kind: str, n: int) -> tuple:
-    return {"discrete": (n,), "continuous": (n, 1), "image": (n, 8, 8)}[MODEL_DATA_TYPES[kind]]
+    return {"discrete": (n,), "continuous": (n, 1), "image": (n, 8, 8), "text": (n, 6)}[MODEL_DATA_TYPES[kind]]
 
 
 KINDS = MODELS.names()
@@ -89,7 +93,8 @@ def test_state_dict_round_trip(kind, rng):
 
 
 # The VAE's log_prob is an evidence lower bound, not a normalised density: no such test applies.
-@pytest.mark.parametrize("kind", [k for k in KINDS if MODEL_DATA_TYPES[k] != "image"])
+# The n-gram LM's conditionals get their own exact and goodness-of-fit tests in test_text.py.
+@pytest.mark.parametrize("kind", [k for k in KINDS if MODEL_DATA_TYPES[k] not in ("image", "text")])
 def test_samples_agree_with_log_prob(kind, rng):
     """Goodness of fit: samples follow the density that log_prob describes."""
     model = _make(kind).fit(_data(kind, rng), rng=rng)

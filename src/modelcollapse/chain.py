@@ -18,13 +18,14 @@ from .config import ExperimentSpec
 from .data import build_truth
 from .models import MODELS, FitError, ReplicatedModel
 from .data.images import ImageDataset
+from .data.text import TextDataset
 from .errors import DataError
 from .metrics.classifier import classifier_for
 from .policies import REAL, UNLABELLED, Batch, Policy, build_policy, provenance_counts
 from .rng import RandomStreams
 
 
-PREVIEW_REPLICATES, PREVIEW_IMAGES = 4, 32  # samples kept per generation for the report's grids
+PREVIEW_REPLICATES, PREVIEW_IMAGES, PREVIEW_TEXTS = 4, 32, 8  # samples kept per generation for the report
 
 
 def make_model(spec: ExperimentSpec, truth: Any) -> Any:
@@ -35,6 +36,9 @@ def make_model(spec: ExperimentSpec, truth: Any) -> Any:
         params["n_categories"] = truth.n_categories
     if "image_shape" in cls._param_names():
         params["image_shape"] = tuple(truth.image_shape)
+    if "vocab_size" in cls._param_names():  # language models: the data's vocabulary and block length
+        params["vocab_size"] = truth.vocab_size
+        params["gen_tokens"] = truth.block_size
     if cls.batched:
         return cls(**params)
     return ReplicatedModel(partial(cls, **params), spec.replicates)
@@ -69,16 +73,17 @@ class Chain:
         self.heldout: np.ndarray | None = None
         self.model0: Any = None
         self.images = isinstance(self.truth, ImageDataset)
+        self.text = isinstance(self.truth, TextDataset)
         self.aux: dict[str, Any] = {}
         self.info: dict[str, Any] = {}  # facts about the run for the manifest (data source, classifier accuracy)
-        if self.images:
-            self._prepare_images()
+        if self.images or self.text:
+            self._prepare_dataset()
 
     # -- the two kinds of generation --------------------------------------------------
     def first(self) -> Generation:
         self.real = self.draw_real(self.spec.train_size)
         # Held-out real data only when a metric reads it (20,000 replicates x 1,000 points adds up).
-        if self.images:  # the dataset's own held-out split, the same for every replicate
+        if self.images or self.text:  # the dataset's own held-out split, the same for every replicate
             self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
         else:
             size = self.spec.heldout_size if "heldout" in self.needs else 0
@@ -87,7 +92,9 @@ class Chain:
         return gen
 
     def step(self, g: int) -> Generation:
-        X = self.model.sample(self.spec.train_size, rng=self.streams["sample"])
+        # Language models continue every real training block of the replicate (the paper's protocol).
+        prompts = {"prompts": self.real.X} if self.text else {}
+        X = self.model.sample(self.spec.train_size, rng=self.streams["sample"], **prompts)
         labels = np.full(X.shape[:2], UNLABELLED, dtype=np.int64) if self.images else None
         synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64), labels)
         self.history = [*self.history, synthetic] if self.policy.needs_history else [synthetic]
@@ -107,11 +114,11 @@ class Chain:
         X = self.truth.sample(n, rng=self.streams["real"])
         return Batch(X, np.full(X.shape[:2], REAL, dtype=np.int64))
 
-    def _prepare_images(self) -> None:
+    def _prepare_dataset(self) -> None:
         """Check the data against the spec and train the helpers image metrics need, before any fit."""
-        pool = len(self.truth.train_X)
+        pool, unit = (len(self.truth.train_X), "images") if self.images else (len(self.truth.train_blocks), "blocks")
         if self.spec.train_size > pool:
-            raise DataError(f"train_size={self.spec.train_size} exceeds the {pool} training images of {self.truth.name}")
+            raise DataError(f"train_size={self.spec.train_size} exceeds the {pool} training {unit} of {self.truth.name}")
         model = self.spec.model
         if getattr(model, "architecture", None) == "conv" and any(s % 4 for s in self.truth.image_shape):
             raise DataError(
@@ -152,7 +159,7 @@ class Chain:
             values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
         else:
             values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
-        extras = self._image_extras(ctx, train) if self.images else {}
+        extras = self._image_extras(ctx, train) if self.images else self._text_extras(ctx) if self.text else {}
         return Generation(g, values, provenance_counts(train.origin, g), synthetic, newly, extras)
 
     def _image_extras(self, ctx: M.MetricContext, train: Batch) -> dict[str, np.ndarray]:
@@ -166,6 +173,19 @@ class Chain:
         counts = np.stack([np.bincount(row[row >= 0], minlength=self.truth.n_classes) for row in labels])
         return {"preview": preview.astype(np.float32), "real_class_counts": counts}
 
+    def _text_extras(self, ctx: M.MetricContext) -> dict[str, np.ndarray]:
+        """Generated token ids to read in the report, token counts for its Zipf plot, and each
+        sequence's perplexity under generation 0 (the paper's histograms), when measured."""
+        shown = min(self.spec.replicates, PREVIEW_REPLICATES)
+        samples = ctx.memo.get("samples")
+        if samples is None:
+            return {}
+        out = {"preview_tokens": samples[:shown, :PREVIEW_TEXTS],
+               "token_counts": np.stack([np.bincount(s.ravel(), minlength=self.truth.vocab_size) for s in samples[:shown]])}
+        if "sequence_perplexity" in ctx.memo:
+            out["sequence_perplexity"] = ctx.memo["sequence_perplexity"][:shown]
+        return out
+
     # -- checkpoint support -----------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
@@ -176,7 +196,7 @@ class Chain:
         """Put the chain back where a checkpoint left it (the loop reads the files)."""
         self.real, self.history = real, history
         self.heldout = heldout
-        if self.images:
+        if self.images or self.text:
             self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
         self.stopped = dict(stopped)
         if isinstance(self.model, ReplicatedModel):

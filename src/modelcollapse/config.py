@@ -159,8 +159,29 @@ class ImbalancedData(_ImageSource):
         return [self.minority_share if c == self.minority_class else rest for c in range(10)]
 
 
+class TextData(_Spec):
+    """Real prose, split by document, word-tokenised, cut into ``block_size``-token blocks."""
+
+    kind: Literal["text"] = "text"
+    source: Literal["wiki", "lee", "pydoc", "path", "wikitext"] = "wiki"
+    path: Optional[str] = None  # source 'path': a .txt file (blank lines between documents) or a folder
+    block_size: int = Field(64, ge=2)  # tokens per example (the paper: 64)
+    min_count: int = Field(2, ge=1)  # rarer words become <unk>
+    max_vocab: int = Field(20000, ge=3)
+    split_seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _path(self) -> "TextData":
+        if self.source == "path":
+            if not self.path:
+                raise ValueError("path: source 'path' needs data.path, a text file or a folder of .txt files")
+            if not Path(self.path).exists():
+                raise ValueError(f"path: {self.path!r} does not exist")
+        return self
+
+
 DataSpec = Annotated[
-    Union[GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData],
+    Union[GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData, TextData],
     Field(discriminator="kind"),
 ]
 
@@ -219,8 +240,17 @@ class VAEModelSpec(_Spec):
     threads: Optional[int] = Field(1, ge=1)
 
 
+class NGramModelSpec(_Spec):
+    """n-gram LM; vocabulary and tokens per generated sequence (the block size) come from the data."""
+
+    kind: Literal["ngram"] = "ngram"
+    order: int = Field(3, ge=1, le=6)
+    discount: float = Field(0.0, ge=0, lt=1)  # absolute discounting; 0 = maximum likelihood
+    decoding: Literal["sample", "greedy"] = "sample"
+
+
 ModelSpec = Annotated[
-    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec],
+    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec, NGramModelSpec],
     Field(discriminator="kind"),
 ]
 
@@ -397,8 +427,10 @@ def _fields_at(loc: list[str], raw: dict) -> list[str]:
     for part in loc:
         if part in ("data", "model"):
             node = node.get(part, {}) if isinstance(node, dict) else {}
-            union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData],
-                     "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec]}[part]
+            union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData,
+                              TextData],
+                     "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec,
+                               NGramModelSpec]}[part]
             kind = node.get("kind") if isinstance(node, dict) else None
             cls = next((c for c in union if c.model_fields["kind"].default == kind), union[0])
         elif part in ("policy", "report"):

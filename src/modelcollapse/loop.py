@@ -94,7 +94,7 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
         real = {"X": chain.real.X}
         if chain.real.labels is not None:
             real["labels"] = chain.real.labels
-        if not chain.images:  # image runs use the dataset's own held-out split
+        if not (chain.images or chain.text):  # dataset runs use the dataset's own held-out split
             real["heldout"] = chain.heldout
         store.write_npz("real.npz", real)
     columns = {name: _json_column(values) for name, values in gen.metrics.items()}

@@ -30,13 +30,15 @@ from .config import ExperimentSpec, validate
 from .data import DATA_TYPES, build_truth
 from .registry import UnknownNameError
 from .report_images import image_section
+from .report_text import text_section
 from .store import RunStore
 
 RESERVED = ("replicate", "generation", "stopped")  # metric rows' keys that are not metrics
 MAX_CATEGORICAL_GENERATIONS = 200  # parameter files read for the categorical figures
 RARE = 10  # rarest original categories followed over generations
 OWN_FIGURES = re.compile(
-    r"^(metric_.+|vector_.+|density|categorical_rare|categorical_heatmap|provenance|samples|class_mix)\.png$"
+    r"^(metric_.+|vector_.+|density|categorical_rare|categorical_heatmap|provenance|samples|class_mix|zipf"
+    r"|sample_perplexity_hist)\.png$"
 )
 
 
@@ -419,6 +421,7 @@ th,td{text-align:left;padding:3px 12px 3px 0;border-bottom:1px solid #eceff2;ver
 th{color:#555;font-weight:600}td:first-child{color:#555;white-space:nowrap}
 figure{margin:1.4em 0}img{max-width:100%;height:auto;display:block}
 figcaption{font-size:.85em;color:#444;margin-top:.3em}
+ol.texts{font:13px/1.45 ui-monospace,Menlo,Consolas,monospace;color:#333}h3{font-size:1em;margin:1em 0 .2em}
 details{font-size:.9em;color:#555}summary{cursor:pointer}code{font-size:.9em;word-break:break-word}
 .banner{padding:10px 14px;border-left:6px solid;border-radius:3px;margin:1em 0}
 .status{display:inline-block;padding:1px 10px;border-radius:3px;font-weight:700;color:#fff;
@@ -439,8 +442,8 @@ def write_report(run_dir: str | Path, *, progress: bool = False) -> Path:
     log(f"read {run.generations} generations × {run.spec.replicates} replicates")
     page = Page(path / "figures", log)
     with figures.style():
-        for section in (header, image_section, metric_section, density_section, categorical_section,
-                        vector_section, provenance_section, stopped_section, files_section):
+        for section in (header, image_section, text_section, metric_section, density_section,
+                        categorical_section, vector_section, provenance_section, stopped_section, files_section):
             section(run, page)
     # Figures of an earlier report that this one no longer makes would be stale: remove them.
     if page.figdir.is_dir():

@@ -19,7 +19,7 @@ DATA: Registry[Callable[[Any], BaseModel]] = Registry("data kind")
 
 #: data kind -> "continuous" | "discrete": which model families can be fitted to it.
 DATA_TYPES = {"gaussian": "continuous", "gmm": "continuous", "categorical": "discrete", "zipf": "discrete",
-              "digits": "image", "mnist": "image", "imbalanced": "image"}
+              "digits": "image", "mnist": "image", "imbalanced": "image", "text": "text"}
 
 
 def zipf_probs(categories: int, exponent: float) -> np.ndarray:
@@ -72,6 +72,13 @@ def imbalanced(spec: Any) -> Any:
     return load_imbalanced(spec)
 
 
+@DATA.register("text")
+def text(spec: Any) -> Any:
+    from .text import load_text
+
+    return load_text(spec)
+
+
 _DATASETS: dict[str, Any] = {}  # loaded image datasets, by spec: reading MNIST twice is waste
 
 
@@ -81,7 +88,7 @@ def build_truth(spec: Any) -> Any:
     A fitted model for the synthetic kinds, an :class:`~modelcollapse.data.images.ImageDataset`
     (an empirical distribution with a held-out split) for real images.
     """
-    if DATA_TYPES[spec.kind] != "image":
+    if DATA_TYPES[spec.kind] not in ("image", "text"):
         return DATA.get(spec.kind)(spec)
     key = spec.model_dump_json()
     if key not in _DATASETS:

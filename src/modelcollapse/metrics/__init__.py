@@ -1,6 +1,6 @@
 """Metrics: pure functions with metadata, grouped by data type."""
 
-from . import continuous, discrete, images  # noqa: F401  (registration side effects)
+from . import continuous, discrete, images, text  # noqa: F401  (registration side effects)
 from .registry import Metric, MetricContext, all_metric_names, available, register, resolve
 
 __all__ = ["Metric", "MetricContext", "all_metric_names", "available", "register", "resolve"]
@@ -13,6 +13,8 @@ DEFAULTS: dict[str, list[str]] = {
     "categorical": ["tv", "kl", "entropy", "support_size", "tail_mass", "gini_simpson"],
     "vae": ["latent_std", "nll", "class_kl", "class_histogram", "minority_share", "pixel_diversity",
             "frechet_distance"],
+    "ngram": ["perplexity", "sample_perplexity", "vocab_size", "rare_token_mass", "distinct_1", "distinct_2",
+              "repetition_rate", "self_bleu"],
 }
 
 

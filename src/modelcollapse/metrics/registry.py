@@ -59,6 +59,7 @@ _METRICS: dict[str, list[Metric]] = {}
 CONTINUOUS_DATA = frozenset({"gaussian", "gmm"})
 DISCRETE_DATA = frozenset({"categorical", "zipf"})
 IMAGE_DATA = frozenset({"digits", "mnist", "imbalanced"})
+TEXT_DATA = frozenset({"text"})
 
 
 def register(

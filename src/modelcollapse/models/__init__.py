@@ -8,17 +8,19 @@ from .categorical import CategoricalModel
 from .gaussian import GaussianModel
 from .gmm import GMMModel
 from .kde import KDEModel
+from .ngram import NGramModel
 
 MODELS: Registry[type[BaseModel]] = Registry("model kind")
 MODELS.register("categorical")(CategoricalModel)
 MODELS.register("gaussian")(GaussianModel)
 MODELS.register("gmm")(GMMModel)
 MODELS.register("kde")(KDEModel)
+MODELS.register("ngram")(NGramModel)
 MODELS.register_lazy("vae", "modelcollapse.models.vae:VAEModel", "PyTorch: pip install 'modelcollapse[torch]'")
 
 #: model kind -> the data type it fits, known without importing optional extras.
 MODEL_DATA_TYPES = {"categorical": "discrete", "gaussian": "continuous", "gmm": "continuous", "kde": "continuous",
-                    "vae": "image"}
+                    "vae": "image", "ngram": "text"}
 
 __all__ = [
     "MODELS",
@@ -29,6 +31,7 @@ __all__ = [
     "GMMModel",
     "GaussianModel",
     "KDEModel",
+    "NGramModel",
     "NotFittedError",
     "ReplicatedModel",
 ]

@@ -128,11 +128,13 @@ class ReplicatedModel:
         copy.models, copy.stopped = list(self.models), dict(self.stopped)
         return copy
 
-    def sample(self, n: int, *, rng: Sequence[np.random.Generator]) -> np.ndarray:
+    def sample(self, n: int, *, rng: Sequence[np.random.Generator], prompts: np.ndarray | None = None) -> np.ndarray:
+        """One draw per replicate; ``prompts`` (R, n, ...) conditions replicate r on ``prompts[r]``."""
         out = []
         for r, g in enumerate(rng):
             model = self.models[r]
-            out.append(model.sample(n, rng=g) if model is not None else None)
+            extra = {} if prompts is None else {"prompts": prompts[r]}
+            out.append(model.sample(n, rng=g, **extra) if model is not None else None)
         return _stack_with_nan(out)
 
     def log_prob(self, X: np.ndarray) -> np.ndarray:
@@ -178,6 +180,8 @@ def _stack_with_nan(arrays: list[np.ndarray | None]) -> np.ndarray:
     if template is None:
         raise FitError("every replicate has stopped")
     template = np.asarray(template)
+    if len(arrays) == sum(a is not None for a in arrays):  # nothing stopped: keep the dtype (token ids stay ints)
+        return np.stack(arrays)
     dtype = template.dtype if np.issubdtype(template.dtype, np.floating) else np.float64  # keep float32 images small
     fill = np.full(template.shape, np.nan, dtype=dtype)
     return np.stack([np.asarray(a, dtype=dtype) if a is not None else fill for a in arrays])

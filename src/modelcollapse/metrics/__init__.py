@@ -15,6 +15,8 @@ DEFAULTS: dict[str, list[str]] = {
             "frechet_distance"],
     "ngram": ["perplexity", "sample_perplexity", "vocab_size", "rare_token_mass", "distinct_1", "distinct_2",
               "repetition_rate", "self_bleu"],
+    "transformer": ["perplexity", "sample_perplexity", "vocab_size", "rare_token_mass", "distinct_1", "distinct_2",
+                    "repetition_rate", "self_bleu"],
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from .registry import MetricContext, register
 
-LM = {"ngram"}
+LM = {"ngram", "transformer"}
 TEXT = frozenset({"text"})
 SELF_BLEU_SAMPLES = 30  # self-BLEU compares every pair (quadratic): 30 sequences cost ~0.2 s
 
@@ -37,13 +37,14 @@ def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
 
 
 @register("perplexity", models=LM, data=TEXT, higher_is_better=False, needs={"heldout"},
-          description="perplexity of the real test text (exp of the mean negative log-likelihood per token)")
+          description="perplexity of the real test text (exp of the mean negative log-likelihood per token; "
+                      "the first heldout_size test blocks)")
 def perplexity(ctx: MetricContext) -> np.ndarray:
     out = np.full(ctx.replicates, np.nan)
     for r, model in enumerate(ctx.model.models):
         if model is not None:
             with np.errstate(over="ignore"):
-                out[r] = np.exp(-model.token_log_probs(ctx.truth.test_blocks).mean())
+                out[r] = np.exp(-model.token_log_probs(np.asarray(ctx.heldout[r])).mean())
     return out
 
 

@@ -17,10 +17,12 @@ MODELS.register("gmm")(GMMModel)
 MODELS.register("kde")(KDEModel)
 MODELS.register("ngram")(NGramModel)
 MODELS.register_lazy("vae", "modelcollapse.models.vae:VAEModel", "PyTorch: pip install 'modelcollapse[torch]'")
+MODELS.register_lazy("transformer", "modelcollapse.models.transformer:TransformerModel",
+                     "PyTorch and transformers: pip install 'modelcollapse[lm]'")
 
 #: model kind -> the data type it fits, known without importing optional extras.
 MODEL_DATA_TYPES = {"categorical": "discrete", "gaussian": "continuous", "gmm": "continuous", "kde": "continuous",
-                    "vae": "image", "ngram": "text"}
+                    "vae": "image", "ngram": "text", "transformer": "text"}
 
 __all__ = [
     "MODELS",

@@ -109,13 +109,14 @@ class ReplicatedModel:
     def data_type(self) -> str:
         return self.factory().data_type
 
-    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1) -> "ReplicatedModel":
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, **fit_kwargs: Any) -> "ReplicatedModel":
+        """Fit every running replicate on its own data ``X[r]``; ``fit_kwargs`` go to each fit (e.g. X_val)."""
         seeds = [None] * len(self.models) if rng is None else [g.integers(2**63) for g in rng]
         todo = [r for r in range(len(self.models)) if r not in self.stopped]
         # A warm-started family continues from the previous generation's weights, passed as plain state.
         warm = getattr(self.factory(), "warm_start", False)
         prev = [self.models[r].state_dict() if warm and self.models[r] is not None else None for r in range(len(self.models))]
-        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r]) for r in todo], workers)
+        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r], fit_kwargs) for r in todo], workers)
         for r, (model, err) in zip(todo, results):
             self.models[r] = model
             if err is not None:
@@ -158,11 +159,11 @@ class ReplicatedModel:
 
 
 def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
-    factory, X, seed, previous = args
+    factory, X, seed, previous, fit_kwargs = args
     rng = None if seed is None else np.random.default_rng(int(seed))
     try:
         model = factory() if previous is None else factory().load_state_dict(previous)
-        return model.fit(X, rng=rng), None
+        return model.fit(X, rng=rng, **fit_kwargs), None
     except (FitError, ValueError, np.linalg.LinAlgError) as exc:
         return None, f"{type(exc).__name__}: {exc}"
 

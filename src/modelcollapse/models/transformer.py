@@ -14,7 +14,6 @@ import contextlib
 import copy
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 from . import transformer_io as io
 from .base import RNG, BaseModel, draw
+from .torch_common import fixed_threads, load_weights, resolve_device, save_weights
 
 #: Gradient-norm clip: the Hugging Face Trainer's default, which the paper's code trained with.
 GRAD_CLIP = 1.0
@@ -354,25 +354,17 @@ class TransformerModel(BaseModel):
         without reading the original source (a pretrained base is fetched again only when an
         ``init="base"`` fit needs it).
         """
-        from safetensors.numpy import save_file
-
         self._check_fitted()
         meta = {"class": type(self).__name__, "hyperparameters": json.dumps(self.get_params()),
                 "config": self.module_.config.to_json_string(use_diff=False)}  # fmt: skip
         if hasattr(self, "base_seed_"):
             meta["base_seed"] = str(self.base_seed_)
-        save_file({k: np.ascontiguousarray(v) for k, v in self.state_dict().items()}, str(path), metadata=meta)
+        save_weights(path, self.state_dict(), meta)
 
     @classmethod
     def load(cls, path: Union[str, Path], *, device: Optional[str] = None) -> "TransformerModel":
         """Rebuild a model written by :meth:`save`; ``device`` overrides the saved one."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("class") != cls.__name__:
-                raise ValueError(f"{path} does not hold a {cls.__name__} (metadata class={meta.get('class')!r})")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, meta = load_weights(path, cls.__name__)
         params: dict[str, Any] = json.loads(meta["hyperparameters"])
         if device is not None:
             params["device"] = device
@@ -409,9 +401,7 @@ class TransformerModel(BaseModel):
         return X if X.flags.writeable else X.copy()
 
     def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
     def _rng_devices(self) -> list[int]:
         device = self._device()
@@ -423,15 +413,6 @@ class TransformerModel(BaseModel):
             self.dtype == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
         return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        if self.threads is None or self._device().type != "cpu":
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(self.threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    def _threads(self) -> contextlib.AbstractContextManager:
+        return fixed_threads(self.threads, self._device())
 

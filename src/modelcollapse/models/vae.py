@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -19,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import RNG, BaseModel, draw
+from .torch_common import fixed_threads, load_weights, resolve_device, save_weights
 from .vae_nets import build_module, check_architecture
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -228,25 +228,13 @@ class VAEModel(BaseModel):
 
     def save(self, path: Union[str, Path]) -> None:
         """Weights as a safetensors file, hyperparameters as JSON in its metadata (no pickle)."""
-        from safetensors.numpy import save_file
-
         params = {**self.get_params(), "image_shape": list(self._shape())}
-        save_file(
-            {k: np.ascontiguousarray(v) for k, v in self.state_dict().items()},
-            str(path),
-            metadata={"class": type(self).__name__, "hyperparameters": json.dumps(params)},
-        )
+        save_weights(path, self.state_dict(), {"class": type(self).__name__, "hyperparameters": json.dumps(params)})
 
     @classmethod
     def load(cls, path: Union[str, Path], *, device: Optional[str] = None) -> "VAEModel":
         """Rebuild a model written by :meth:`save`; ``device`` overrides the saved one."""
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as f:
-            meta = f.metadata() or {}
-            if meta.get("class") != cls.__name__:
-                raise ValueError(f"{path} does not hold a {cls.__name__} (metadata class={meta.get('class')!r})")
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        state, meta = load_weights(path, cls.__name__)
         params: dict[str, Any] = json.loads(meta["hyperparameters"])
         params["image_shape"] = tuple(params["image_shape"])
         if device is not None:
@@ -294,21 +282,10 @@ class VAEModel(BaseModel):
         return X
 
     def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        return resolve_device(self.device)
 
-    @contextlib.contextmanager
-    def _threads(self) -> Iterator[None]:
-        if self.threads is None or self._device().type != "cpu":
-            yield
-            return
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(self.threads))
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    def _threads(self) -> contextlib.AbstractContextManager:
+        return fixed_threads(self.threads, self._device())
 
     def _map(self, fn: Any, inputs: np.ndarray, out_shape: tuple[int, ...]) -> np.ndarray:
         """Apply ``fn`` to ``inputs`` in chunks of CHUNK rows without autograd; numpy float32 out."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from . import distributed
 from .config import SpecError, load_spec, presets, read_source
 from .store import RunDirError
 
@@ -72,10 +73,13 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         if not args.spec:
             raise SpecError(["run needs a SPEC (a preset name or a YAML file); see `modelcollapse presets`"])
         spec = load_spec(args.spec, args.overrides)
-    out = args.out or Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    # Under `accelerate launch` every process runs this; one names the directory, one talks.
+    out = args.out or distributed.broadcast(Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
+    if not distributed.is_main():
+        err = Console(stderr=True, quiet=True)
     err.print(f"running [bold]{spec.name}[/]: {spec.replicates} replicates × {spec.generations} generations → {out}")
     try:
-        store = run(spec, out, resume=args.resume, progress=not args.quiet)
+        store = run(spec, out, resume=args.resume, progress=not args.quiet and distributed.is_main())
     except KeyboardInterrupt:
         err.print(f"\ninterrupted; continue with: modelcollapse run --resume --out {out}")
         return EXIT_INTERRUPTED
@@ -84,7 +88,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     except Exception as exc:  # the manifest already says "failed"; tell the user where
         err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}\n(details in {out / 'manifest.json'})")
         return EXIT_FAILED
-    if not args.no_report:
+    if not args.no_report and distributed.is_main():
         from .report import write_report
 
         html = write_report(store.path)

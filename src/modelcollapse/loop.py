@@ -11,6 +11,7 @@ import numpy as np
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from . import distributed
 from .chain import Chain, Generation
 from .config import ExperimentSpec, validate
 from .policies import REAL, Batch
@@ -23,25 +24,32 @@ CHECKPOINT_SECONDS = 5.0
 
 
 def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress: bool = True) -> RunStore:
-    """Run ``spec`` into ``out`` (or continue it there with ``resume=True``) and return the store."""
+    """Run ``spec`` into ``out`` (or continue it there with ``resume=True``) and return the store.
+
+    Under a multi-process launch (see :mod:`.distributed`) every process runs the chain and
+    only the main one writes ``out`` or draws the progress bar.
+    """
+    writable = distributed.is_main()
     if resume:
-        store, chain, start, offsets = _resume(spec, Path(out))
+        store, chain, start, offsets = _resume(spec, Path(out), writable=writable)
         spec = chain.spec
     else:
         chain = Chain(spec)  # before the directory exists: a failure here leaves nothing behind
-        store = RunStore.create(out, spec.to_yaml())
+        store = RunStore.create(out, spec.to_yaml(), writable=writable)
         store.update_manifest(info=chain.info)
         start, offsets = 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
-    summary = [p for p in store.manifest().get("provenance", []) if p["generation"] < start]
+    manifest = store.manifest() if resume else {}
+    summary = [p for p in manifest.get("provenance", []) if p["generation"] < start]
     t0 = last_checkpoint = time.perf_counter()
-    elapsed0 = store.manifest().get("elapsed_seconds", 0.0)
+    elapsed0 = manifest.get("elapsed_seconds", 0.0)
     try:
-        with _progress(progress, spec) as bar:
+        with _progress(progress and writable, spec) as bar:
             task = bar.add_task(spec.name, total=spec.generations + 1, completed=start) if bar else None
             for g in range(start, spec.generations + 1):
                 gen = chain.first() if g == 0 else chain.step(g)
-                offsets, line = _record(store, chain, gen)
-                summary.append({k: line[k] for k in ("generation", "size", "real", "synthetic")})
+                if writable:  # the other processes skip reading out the parameters too
+                    offsets, line = _record(store, chain, gen)
+                    summary.append({k: line[k] for k in ("generation", "size", "real", "synthetic")})
                 all_stopped = len(chain.stopped) == spec.replicates
                 due = (
                     g % spec.checkpoint_every == 0
@@ -155,8 +163,8 @@ def _checkpoint(
     )
 
 
-def _resume(spec: ExperimentSpec | None, out: Path) -> tuple[RunStore, Chain, int, dict[str, int]]:
-    store = RunStore.open(out)
+def _resume(spec: ExperimentSpec | None, out: Path, *, writable: bool = True) -> tuple[RunStore, Chain, int, dict[str, int]]:
+    store = RunStore.open(out, writable=writable)
     stored = validate(yaml.safe_load(store.config_text()))
     spec = _compatible(stored, spec)
     if not store.has("checkpoint.npz"):  # stopped before its first checkpoint: nothing to keep

@@ -104,13 +104,22 @@ def jsonable(value: Any) -> Any:
 
 
 class RunStore:
-    def __init__(self, path: Path) -> None:
+    """The files of one run directory.
+
+    ``writable=False`` gives a reader whose writes do nothing: the extra processes of a
+    multi-GPU launch compute everything the main process does but leave the files to it.
+    """
+
+    def __init__(self, path: Path, *, writable: bool = True) -> None:
         self.path = Path(path)
+        self.writable = writable
 
     # -- creating and opening ------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path | str, config_yaml: str) -> "RunStore":
+    def create(cls, path: Path | str, config_yaml: str, *, writable: bool = True) -> "RunStore":
         path = Path(path)
+        if not writable:
+            return cls(path, writable=False)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
             raise RunDirError(
                 f"output directory {str(path)!r} is not empty; pass --resume to continue the run in it, "
@@ -122,15 +131,19 @@ class RunStore:
         return store
 
     @classmethod
-    def open(cls, path: Path | str) -> "RunStore":
+    def open(cls, path: Path | str, *, writable: bool = True) -> "RunStore":
         path = Path(path)
         if not (path / "config.yaml").is_file():
             raise RunDirError(f"{str(path)!r} is not a run directory (no config.yaml)")
-        return cls(path)
+        return cls(path, writable=writable)
 
     # -- writing -------------------------------------------------------------------------
+    def _write(self, name: str, data: bytes) -> None:
+        if self.writable:
+            _atomic_bytes(self.path / name, data)
+
     def write_text(self, name: str, text: str) -> None:
-        _atomic_bytes(self.path / name, text.encode())
+        self._write(name, text.encode())
 
     def write_json(self, name: str, obj: Any) -> None:
         self.write_text(name, json.dumps(jsonable(obj), indent=1, allow_nan=True).replace("Infinity", "1e999") + "\n")
@@ -138,11 +151,11 @@ class RunStore:
     def write_npz(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # uncompressed: fitted parameters are random floats, which barely compress
-        _atomic_bytes(self.path / name, buf.getvalue())
+        self._write(name, buf.getvalue())
 
     def write_tensors(self, name: str, arrays: dict[str, np.ndarray]) -> None:
         """Arrays as a safetensors file: a flat header plus raw bytes, no code on load."""
-        _atomic_bytes(self.path / name, safetensors_numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+        self._write(name, safetensors_numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
 
     def read_tensors(self, name: str, prefix: str = "") -> dict[str, np.ndarray]:
         """The arrays of a safetensors file whose names start with ``prefix`` (read lazily)."""
@@ -155,6 +168,8 @@ class RunStore:
         ``clean=True`` promises the rows hold only JSON-ready Python values (no NaN, no
         numpy scalars), which skips the slow recursive conversion on the hot path.
         """
+        if not self.writable:
+            return 0
         text = "".join(dumps(r if clean else jsonable(r)) + "\n" for r in rows)
         with open(self.path / name, "ab") as fh:
             fh.write(text.encode())
@@ -162,12 +177,16 @@ class RunStore:
 
     def truncate(self, name: str, offset: int) -> None:
         target = self.path / name
+        if not self.writable:
+            return
         if not target.exists():
             target.touch()
         with open(target, "r+b") as fh:
             fh.truncate(offset)
 
     def update_manifest(self, **fields: Any) -> dict:
+        if not self.writable:
+            return {}
         manifest = self.manifest()
         manifest.update(fields)
         manifest["updated"] = now()

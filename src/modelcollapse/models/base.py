@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
+from .. import distributed
+
 RNG = Union[np.random.Generator, Sequence[np.random.Generator]]
 
 
@@ -169,7 +171,8 @@ def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
 
 
 def _map(fn: Callable, items: list, workers: int) -> list:
-    if workers <= 1 or len(items) <= 1:
+    # Under a multi-process launch each fit already spans every process: no worker pool on top.
+    if workers <= 1 or len(items) <= 1 or distributed.launched():
         return [fn(it) for it in items]
     from joblib import Parallel, delayed  # a scikit-learn dependency; loky processes
 

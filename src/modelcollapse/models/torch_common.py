@@ -10,9 +10,17 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .. import distributed
+
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" means CUDA when present, else the CPU."""
+    """"auto" means CUDA when present, else the CPU; under a multi-process launch, this process's GPU."""
+    if distributed.launched():
+        device = distributed.accelerator().device
+        if name != "auto" and device.type != name:
+            raise ValueError(f"device={name!r}, but this multi-process launch runs on {device.type}: "
+                             "use device: auto, or launch a single process")  # fmt: skip
+        return device
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)

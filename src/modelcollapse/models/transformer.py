@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import distributed
 from . import transformer_io as io
 from .base import RNG, BaseModel, draw
 from .torch_common import fixed_threads, load_weights, resolve_device, save_weights
@@ -170,7 +171,7 @@ class TransformerModel(BaseModel):
                 self.module_ = copy.deepcopy(self._base(init_seed))
             module = self.module_.to(device)
             with torch.random.fork_rng(devices=self._rng_devices()):
-                torch.manual_seed(dropout_seed)
+                torch.manual_seed(dropout_seed + distributed.rank())  # processes see different rows
                 history, best = self._train(module, X, X_val, np.random.default_rng(order_seed))
             module.eval()
         self.history_ = history
@@ -183,6 +184,10 @@ class TransformerModel(BaseModel):
         total_steps = int(self.epochs) * math.ceil(n / bs)
         opt = torch.optim.AdamW(module.parameters(), lr=float(self.lr), weight_decay=float(self.weight_decay))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: self._lr_at(s, total_steps) / float(self.lr))
+        # Under a multi-process launch every process takes every world-th row of each minibatch
+        # and DDP averages the gradients: the same steps as one process, up to float rounding.
+        rank, world = distributed.rank(), distributed.world_size()
+        model = distributed.accelerator().prepare_model(module) if distributed.launched() else module
         data = torch.as_tensor(X, device=device)
         history: list[dict[str, Any]] = []
         best_loss, best_epoch, best_state = math.inf, int(self.epochs), None
@@ -191,20 +196,27 @@ class TransformerModel(BaseModel):
             perm = torch.as_tensor(order.permutation(n), device=device)
             total = torch.zeros((), device=device)
             for s in range(0, n, bs):
-                xb = data[perm[s : s + bs]]
+                rows = perm[s : s + bs]
+                mine = rows[rank::world]
+                # A process with no row of a short last batch still joins the gradient average, with weight 0.
+                weight = world / (len(rows) * (X.shape[1] - 1)) if len(mine) else 0.0
                 with self._autocast():
-                    loss = self._nll(module, xb).mean()
+                    nll = self._nll(model, data[mine if len(mine) else rows[:1]]).sum()
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (nll * weight).backward()
                 torch.nn.utils.clip_grad_norm_(module.parameters(), GRAD_CLIP)
                 opt.step()
                 sched.step()
-                total += loss.detach() * len(xb)  # stays on the device: no sync per step
+                total += nll.detach() * (weight > 0)  # stays on the device: no sync per step
+            if distributed.launched():
+                total = distributed.accelerator().reduce(total, reduction="sum")
             val = None if X_val is None else float(-self._score(module, X_val).mean())
-            history.append({"epoch": epoch, "train_loss": float(total) / n, "val_loss": val})
+            history.append({"epoch": epoch, "train_loss": float(total) / (n * (X.shape[1] - 1)), "val_loss": val})
             if self.select_best and val is not None and val < best_loss:
                 best_loss, best_epoch = val, epoch
                 best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        if distributed.launched():
+            distributed.accelerator().free_memory()  # it keeps every prepared model alive otherwise
         if best_state is not None and best_epoch != int(self.epochs):
             module.load_state_dict(best_state)
         return history, best_epoch
@@ -241,16 +253,18 @@ class TransformerModel(BaseModel):
         return self.token_log_probs(X).sum(axis=-1)
 
     def _score(self, module: torch.nn.Module, X: np.ndarray) -> np.ndarray:
-        out = np.zeros((len(X), max(X.shape[1] - 1, 0)), dtype=np.float64)
-        if out.size == 0:
-            return out
+        if X.shape[1] < 2 or len(X) == 0:
+            return np.zeros((len(X), max(X.shape[1] - 1, 0)), dtype=np.float64)
         rows = max(1, min(int(self.gen_batch_size), LOGITS_BUDGET // (4 * X.shape[1] * int(self.vocab_size))))
+        device = self._device()
         module.eval()
+
+        def chunk(c: int) -> np.ndarray:
+            ids = torch.as_tensor(X[c * rows : (c + 1) * rows], device=device)
+            return (-self._nll(module, ids)).double().cpu().numpy()
+
         with torch.no_grad(), self._autocast():
-            for s in range(0, len(X), rows):
-                ids = torch.as_tensor(X[s : s + rows], device=self._device())
-                out[s : s + rows] = (-self._nll(module, ids)).double().cpu().numpy()
-        return out
+            return np.concatenate(distributed.map_chunks(chunk, math.ceil(len(X) / rows)))
 
     # -- generation ----------------------------------------------------------------------
     def sample(self, n: int, *, rng: RNG, prompts: Optional[np.ndarray] = None) -> np.ndarray:
@@ -275,22 +289,28 @@ class TransformerModel(BaseModel):
         return draw(rng, lambda g: self._generate(prompts, int(g.integers(2**63))))
 
     def _generate(self, prompts: np.ndarray, seed: int) -> np.ndarray:
-        module, device = self.module_, self._device()
+        module, device, rows = self.module_, self._device(), int(self.gen_batch_size)
         cfg = io.generation_config(self.get_params(), rows=int(module.config.vocab_size))
-        out = np.empty((len(prompts), int(self.gen_tokens)), dtype=np.int64)
+        # One seed per chunk of prompts: a chunk's tokens then depend on the chunk alone, not
+        # on which process of a multi-GPU launch generated it or what it generated before.
+        n_chunks = math.ceil(len(prompts) / rows)
+        seeds = np.random.SeedSequence(seed).generate_state(max(n_chunks, 1), np.uint64)
+
+        def chunk(c: int) -> np.ndarray:
+            torch.manual_seed(int(seeds[c]))
+            ids = torch.as_tensor(prompts[c * rows : (c + 1) * rows], device=device)
+            seq = module.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
+                                  use_model_defaults=False)  # fmt: skip
+            new = seq[:, ids.shape[1] :]
+            if new.shape[1] != int(self.gen_tokens):
+                raise RuntimeError(f"generate() returned {new.shape[1]} new tokens, expected {self.gen_tokens}")
+            return new.cpu().numpy()
+
         with io.no_stop_tokens(module), self._threads(), torch.no_grad(), self._autocast(), \
                 torch.random.fork_rng(devices=self._rng_devices()):  # fmt: skip
-            torch.manual_seed(seed)
             module.to(device).eval()
-            for s in range(0, len(prompts), int(self.gen_batch_size)):
-                ids = torch.as_tensor(prompts[s : s + int(self.gen_batch_size)], device=device)
-                seq = module.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=cfg,
-                                      use_model_defaults=False)  # fmt: skip
-                new = seq[:, ids.shape[1] :]
-                if new.shape[1] != int(self.gen_tokens):
-                    raise RuntimeError(f"generate() returned {new.shape[1]} new tokens, expected {self.gen_tokens}")
-                out[s : s + len(ids)] = new.cpu().numpy()
-        return out
+            parts = distributed.map_chunks(chunk, n_chunks)
+        return np.concatenate(parts) if parts else np.empty((0, int(self.gen_tokens)), dtype=np.int64)
 
     # -- the network ---------------------------------------------------------------------
     def max_context(self) -> int:

@@ -81,6 +81,21 @@ def test_ngram_probabilities_by_hand():
     np.testing.assert_allclose(np.exp(uni.token_log_probs(np.array([[2, 0]]))), [[0.4375, 0.0625]])
 
 
+def test_perplexity_skips_the_first_token_of_a_block_for_every_family():
+    """The transformer cannot score a block's first token (no context); the n-gram scores it
+    after padding. The perplexity metrics judge both on tokens 1 .. L-1."""
+    from modelcollapse.metrics.text import _mean_nll
+
+    X = np.array([[2, 3, 2, 3], [3, 2, 3, 2]])
+    bigram = NGramModel(vocab_size=4, order=2).fit(X)
+    # MLE: p(2 | start) = p(3 | start) = 1/2, every later token certain.
+    np.testing.assert_allclose(np.exp(bigram.token_log_probs(X)[:, 0]), 0.5)
+    np.testing.assert_allclose(_mean_nll(bigram, X), 0.0, atol=1e-12)  # perplexity 1
+    uni = NGramModel(vocab_size=4, order=1, discount=0.5).fit(X)
+    # counts {2: 4, 3: 4}, N = 8: p(2) = p(3) = 3.5/8 + 0.5*2/8 * 1/4 = 0.46875 for every token.
+    np.testing.assert_allclose(_mean_nll(uni, X), -np.log(0.46875))
+
+
 def test_ngram_samples_follow_its_probabilities():
     rng = np.random.default_rng(0)
     V = 6

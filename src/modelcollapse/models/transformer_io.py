@@ -267,9 +267,32 @@ def load_tokenizer(source: str, name_or_path: Optional[str], gguf_file: Optional
     path = resolve_gguf(name_or_path, gguf_file)
 
     def convert(tmp: Path) -> None:
-        AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(str(tmp))
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        for role, token_id in gguf_special_ids(path).items():
+            setattr(tok, f"{role}_token", tok.convert_ids_to_tokens(token_id))
+        tok.save_pretrained(str(tmp))
 
-    return AutoTokenizer.from_pretrained(str(_publish(convert, gguf_cache_dir(path) / "tokenizer")), local_files_only=True)
+    # "-v2": caches written before the special ids were taken from the file are not reused.
+    return AutoTokenizer.from_pretrained(str(_publish(convert, gguf_cache_dir(path) / "tokenizer-v2")),
+                                         local_files_only=True)  # fmt: skip
+
+
+def gguf_special_ids(path: Path) -> dict[str, int]:
+    """The bos/eos/unk/pad ids a GGUF file declares.
+
+    transformers' GGUF tokenizer conversion does not carry them over faithfully: for
+    SmolLM2-135M-Instruct it reports ``<|im_start|>`` (id 1) as eos where the file says
+    ``<|im_end|>`` (id 2), which would make the data's document separator the chat-turn opener.
+    """
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(path)).fields
+    out = {}
+    for role, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
+        field = fields.get(f"tokenizer.ggml.{key}_token_id")
+        if field is not None:
+            out[role] = int(field.parts[-1][0])
+    return out
 
 
 # -- parameters, weights, generation settings ------------------------------------------------

@@ -220,7 +220,7 @@ def _wikitext_splits() -> list[list[str]]:  # pragma: no cover - needs a model h
     try:
         from datasets import load_dataset
     except ImportError:
-        raise DataError("data.source='wikitext' needs Hugging Face datasets and a hub: pip install datasets") from None
+        raise DataError("data.source='wikitext' needs Hugging Face datasets and a hub: pip install 'modelcollapse[paper]'") from None
     try:
         ds = load_dataset("wikitext", "wikitext-2-raw-v1")
     except Exception as exc:  # offline: datasets raises several kinds; all mean "not reachable"

@@ -13,6 +13,10 @@ import torch
 from .. import distributed
 
 
+#: What a torch family's ``device`` parameter accepts ("auto": CUDA when present).
+DEVICES = ("auto", "cpu", "cuda")
+
+
 def resolve_device(name: str) -> torch.device:
     """"auto" means CUDA when present, else the CPU; under a multi-process launch, this process's GPU."""
     if distributed.launched():

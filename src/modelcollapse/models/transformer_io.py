@@ -35,10 +35,11 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .torch_common import DEVICES
+
 SOURCES = ("tiny", "pretrained", "gguf")
 INITS = ("base", "previous")
 DECODINGS = ("sample", "greedy", "beam")
-DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16")
 #: Seconds the online metadata probe waits for the hub before giving up on a hub id.
 HUB_TIMEOUT = 10.0

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from .base import RNG, BaseModel, draw
-from .torch_common import fixed_threads, load_weights, resolve_device, save_weights
+from .torch_common import DEVICES, fixed_threads, load_weights, resolve_device, save_weights
 from .vae_nets import build_module, check_architecture
 
-DEVICES = ("auto", "cpu", "cuda")
 DECODES = ("mean", "bernoulli")
 #: Images per forward pass outside training: bounds memory (5,000 28x28 images in one conv pass
 #: would hold ~1 GB of activations) while keeping the per-call overhead negligible.

@@ -8,7 +8,7 @@ import pytest
 from modelcollapse.chain import Chain
 from modelcollapse.config import SpecError, load_spec
 from modelcollapse.data import build_truth
-from modelcollapse.data.images import read_idx
+from modelcollapse.data.image_files import read_idx
 from modelcollapse.errors import DataError
 from modelcollapse.loop import run
 from modelcollapse.metrics import MetricContext, resolve

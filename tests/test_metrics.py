@@ -7,6 +7,7 @@ from scipy import integrate, linalg, stats
 
 from modelcollapse import metrics as M
 from modelcollapse.chain import make_model
+from modelcollapse.data import load_source
 from modelcollapse.config import load_spec
 from modelcollapse.data import build_truth
 from modelcollapse.metrics.discrete import tail_set
@@ -63,7 +64,7 @@ def test_gaussian_w2_and_kl_in_two_dimensions():
 def test_tail_mass_and_l2_are_neutral_at_the_truth():
     spec = load_spec("gmm")
     truth = build_truth(spec.data)
-    model = make_model(spec.model_copy(update={"replicates": 2}), truth)
+    model = make_model(spec.model_copy(update={"replicates": 2}), load_source(spec.data))
     model.load_state_dict({k: np.stack([v, v]) for k, v in truth.state_dict().items()})
     ctx = _ctx(spec, model, R=2)
     np.testing.assert_allclose(_metric("tail_mass", spec, ctx), 1.0, rtol=1e-9)
@@ -83,7 +84,7 @@ def test_continuous_tail_mass_counts_both_tails():
 def test_empirical_wasserstein_matches_scipy_and_pot():
     spec = load_spec({"data": {"kind": "gaussian"}, "model": {"kind": "kde", "bandwidth": 0.3}})
     truth = build_truth(spec.data)
-    model = make_model(spec.model_copy(update={"replicates": 1}), truth)
+    model = make_model(spec.model_copy(update={"replicates": 1}), load_source(spec.data))
     model.fit(np.random.default_rng(0).normal(1.0, 1.0, (1, 200, 1)))
     ctx = _ctx(spec, model, n_samples=300, R=1)
     w1 = _metric("w1", spec, ctx)[0]
@@ -101,7 +102,7 @@ def test_empirical_wasserstein_in_two_dimensions_is_a_true_transport_cost():
     data = load_spec("gmm").data.model_dump()  # the 2-D mixture of the preset
     spec = load_spec({"data": data, "model": {"kind": "kde", "bandwidth": 0.2}, "metrics": ["w1", "w2"]})
     truth = build_truth(spec.data)
-    model = make_model(spec.model_copy(update={"replicates": 1}), truth)
+    model = make_model(spec.model_copy(update={"replicates": 1}), load_source(spec.data))
     model.fit(truth.sample(100, rng=[np.random.default_rng(1)]))
     w2 = _metric("w2", spec, _ctx(spec, model, n_samples=150, R=1))[0]
     rngs = [np.random.default_rng(0)]
@@ -113,7 +114,7 @@ def test_empirical_wasserstein_in_two_dimensions_is_a_true_transport_cost():
 
 def test_categorical_metrics_by_hand():
     spec = load_spec({"data": {"kind": "categorical", "probs": [0.5, 0.3, 0.15, 0.05]}, "model": {"kind": "categorical"}})
-    model = make_model(spec.model_copy(update={"replicates": 2}), build_truth(spec.data))
+    model = make_model(spec.model_copy(update={"replicates": 2}), load_source(spec.data))
     model.load_state_dict({"probs": np.array([[0.5, 0.3, 0.15, 0.05], [0.8, 0.2, 0.0, 0.0]])})
     ctx = _ctx(spec, model, R=2)
     q = np.array([0.5, 0.3, 0.15, 0.05])

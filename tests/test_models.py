@@ -10,9 +10,25 @@ from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import KernelDensity
 
 from modelcollapse import mixtures
-from modelcollapse.models import MODEL_DATA_TYPES, MODELS, FitError, NotFittedError, ReplicatedModel
+from modelcollapse.models import MODELS, FitError, NotFittedError, ReplicatedModel
 from modelcollapse.models.gmm import GMMModel
 from modelcollapse.models.kde import KDEModel
+
+#: The scikit-learn adapter is checked once per estimator it is documented for.
+SKLEARN = {
+    "sklearn:GaussianMixture": {"estimator": "sklearn.mixture.GaussianMixture", "params": {"n_components": 2}},
+    "sklearn:BayesianGaussianMixture": {"estimator": "sklearn.mixture.BayesianGaussianMixture",
+                                        "params": {"n_components": 2, "max_iter": 500}},
+    "sklearn:KernelDensity": {"estimator": "sklearn.neighbors.KernelDensity", "params": {"bandwidth": 0.4}},
+}
+
+
+def _kind(case: str) -> str:
+    return case.split(":")[0]
+
+
+def _type(case: str) -> str:
+    return MODELS.get(_kind(case)).data_type
 
 # p-value threshold for goodness-of-fit checks: a correct sampler fails one of these
 # with probability 1e-6, while the large samples used make any real mismatch (a wrong
@@ -21,18 +37,20 @@ ALPHA = 1e-6
 
 
 def _data(kind: str, rng: np.random.Generator, n: int = 400, d: int = 1) -> np.ndarray:
-    if kind == "categorical":
+    if _type(kind) == "discrete":
         return rng.choice(5, size=n, p=[0.4, 0.3, 0.15, 0.1, 0.05])
-    if MODEL_DATA_TYPES[kind] == "text":
+    if _type(kind) == "text":
         return rng.integers(0, 20, (n, 6))  # blocks of token ids
-    if MODEL_DATA_TYPES[kind] == "image":
+    if _type(kind) == "image":
         images = load_digits().images / 16.0
         return images[rng.choice(len(images), size=n, replace=False)]
     return np.concatenate([rng.normal(-2, 0.7, (n // 2, d)), rng.normal(1.5, 1.0, (n - n // 2, d))])
 
 
 def _make(kind: str):
-    cls = MODELS.get(kind)
+    if kind in SKLEARN:
+        return MODELS.get("sklearn").cls(**SKLEARN[kind])
+    cls = MODELS.get(kind).cls
     if kind == "categorical":
         return cls(n_categories=5)
     if kind == "ngram":
@@ -45,10 +63,12 @@ def _make(kind: str):
 
 
 def _sample_shape(kind: str, n: int) -> tuple:
-    return {"discrete": (n,), "continuous": (n, 1), "image": (n, 8, 8), "text": (n, 6)}[MODEL_DATA_TYPES[kind]]
+    return {"discrete": (n,), "continuous": (n, 1), "image": (n, 8, 8), "text": (n, 6)}[_type(kind)]
 
 
-KINDS = MODELS.names()
+# Every registered family, built-in or plug-in (the example plug-in is installed in CI), and the
+# scikit-learn adapter once per estimator.
+KINDS = [k for k in MODELS.names() if k != "sklearn"] + list(SKLEARN)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -96,12 +116,12 @@ def test_state_dict_round_trip(kind, rng):
 
 # The VAE's log_prob is an evidence lower bound, not a normalised density: no such test applies.
 # The n-gram LM's conditionals get their own exact and goodness-of-fit tests in test_text.py.
-@pytest.mark.parametrize("kind", [k for k in KINDS if MODEL_DATA_TYPES[k] not in ("image", "text")])
+@pytest.mark.parametrize("kind", [k for k in KINDS if _type(k) not in ("image", "text")])
 def test_samples_agree_with_log_prob(kind, rng):
     """Goodness of fit: samples follow the density that log_prob describes."""
     model = _make(kind).fit(_data(kind, rng), rng=rng)
     S = model.sample(20_000, rng=rng)
-    if kind == "categorical":
+    if _type(kind) == "discrete":
         probs = np.exp(model.log_prob(np.arange(5)))
         assert probs.sum() == pytest.approx(1.0, abs=1e-12)
         observed = np.bincount(S, minlength=5)
@@ -116,7 +136,7 @@ def test_samples_agree_with_log_prob(kind, rng):
     assert stats.kstest(S[:, 0], lambda x: np.interp(x, grid, cdf)).pvalue > ALPHA
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if MODELS.get(k).batched])
+@pytest.mark.parametrize("kind", [k for k in KINDS if MODELS.get(_kind(k)).cls.batched])
 def test_batched_fit_and_sample_equal_per_replicate(kind, rng):
     """Vectorised families: replicate r of a batch is exactly the model fitted on X[r] alone."""
     R = 4
@@ -132,7 +152,7 @@ def test_batched_fit_and_sample_equal_per_replicate(kind, rng):
         batch.sample(3, rng=np.random.default_rng(0))
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if not MODELS.get(k).batched])
+@pytest.mark.parametrize("kind", [k for k in KINDS if not MODELS.get(_kind(k)).cls.batched])
 def test_replicated_model_matches_individual_models(kind, rng):
     R = 3
     X = np.stack([_data(kind, rng, n=120) for _ in range(R)])

@@ -66,7 +66,10 @@ def test_gaussian_report(gaussian_run: Path) -> None:
 def test_report_twice_overwrites_and_removes_stale_figures(gaussian_copy: Path) -> None:
     write_report(gaussian_copy)
     figures = gaussian_copy / "figures"
-    (figures / "metric_gone.png").write_bytes(PNG_MAGIC)  # as if an earlier report had this metric
+    index = figures / ".report-figures.json"
+    # As if an earlier report had drawn a metric this one no longer has: in its index, and on disk.
+    index.write_text(json.dumps([*json.loads(index.read_text()), "metric_gone.png"]))
+    (figures / "metric_gone.png").write_bytes(PNG_MAGIC)
     (figures / "mine.png").write_bytes(PNG_MAGIC)  # not the report's: must be left alone
     first = sorted(p.name for p in figures.iterdir())
     write_report(gaussian_copy)
@@ -74,6 +77,18 @@ def test_report_twice_overwrites_and_removes_stale_figures(gaussian_copy: Path) 
     assert second == sorted(set(first) - {"metric_gone.png"})
     assert not [p for p in gaussian_copy.rglob("*.tmp")]
     check_self_contained((gaussian_copy / "report.html").read_text())
+
+
+def test_report_over_one_written_before_the_figure_index(gaussian_copy: Path) -> None:
+    """Reports of version 0.1 kept no index: their own figure names are recognised and replaced."""
+    figures = gaussian_copy / "figures"
+    figures.mkdir(exist_ok=True)
+    (figures / ".report-figures.json").unlink(missing_ok=True)
+    (figures / "metric_gone.png").write_bytes(PNG_MAGIC)
+    (figures / "mine.png").write_bytes(PNG_MAGIC)
+    write_report(gaussian_copy)
+    names = {p.name for p in figures.iterdir()}
+    assert "metric_gone.png" not in names and "mine.png" in names and "density.png" in names
 
 
 def test_partial_run_states_status(gaussian_copy: Path) -> None:

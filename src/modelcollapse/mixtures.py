@@ -7,12 +7,35 @@ them exactly, with no sampling noise.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy.linalg import solve_triangular
 from scipy.optimize import brentq
 from scipy.special import logsumexp, ndtr
 
 Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]  # weights (k,), means (k, d), covariances (k, d, d)
+
+
+def replicate_mixtures(model: Any) -> list[Mixture | None]:
+    """Each replicate's fitted density as a Gaussian mixture (None for a stopped replicate), from a
+    model for all replicates: one model per replicate, or a batched one (leading replicate axis)."""
+    from .models.base import ReplicatedModel
+
+    if isinstance(model, ReplicatedModel):
+        return [m.as_mixture() if m is not None else None for m in model.models]
+    w, m, c = model.as_mixture()
+    return [(w[r], m[r], c[r]) for r in range(len(w))]
+
+
+def batched_moments(mix: Mixture) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (R, d) and covariance (R, d, d) of R mixtures given with a leading replicate axis
+    (exactly the component's own mean and covariance for a one-component mixture)."""
+    w, m, c = mix
+    w = w / w.sum(axis=-1, keepdims=True)
+    mean = np.einsum("rk,rkd->rd", w, m)
+    centred = m - mean[:, None, :]
+    return mean, np.einsum("rk,rkij->rij", w, c) + np.einsum("rk,rki,rkj->rij", w, centred, centred)
 
 
 def _cross_log_overlap(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> np.ndarray:

@@ -60,7 +60,8 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _atomic_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary name beside ``path`` and rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -140,7 +141,7 @@ class RunStore:
     # -- writing -------------------------------------------------------------------------
     def _write(self, name: str, data: bytes) -> None:
         if self.writable:
-            _atomic_bytes(self.path / name, data)
+            atomic_write(self.path / name, data)
 
     def write_text(self, name: str, text: str) -> None:
         self._write(name, text.encode())

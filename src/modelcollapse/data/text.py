@@ -1,261 +1,186 @@
-"""Real text: corpora split by document, tokenised, and cut into fixed-size blocks.
+"""Real prose as a data kind: ``text``, blocks of token ids (the paper's 64-token wikitext-2 blocks).
 
-A :class:`TextDataset` is an empirical distribution over blocks of ``block_size`` token
-ids, like the paper's 64-token wikitext-2 blocks. Sources, offline by default:
-
-* ``wiki`` (default): ~3 MB of English Wikipedia prose (106 articles) in gensim's test data;
-* ``lee``: the Lee news corpus in gensim's test data (one article a line);
-* ``pydoc``: Python's own topic help (always present, no extra package);
-* ``path``: a local ``.txt`` file (documents separated by blank lines) or a folder of them;
-* ``wikitext``: ``wikitext-2-raw-v1`` through Hugging Face ``datasets`` (needs a hub).
+The truth is a :class:`~.text_files.TextDataset`. What is specific to text lives here: the
+families take their vocabulary, the block length and the end-of-text id from the data; every
+generation is made by continuing each real training block of the replicate (the paper's
+protocol); validation blocks go to families that keep their best epoch; each generation
+stores generated token ids, token counts and per-sequence perplexities; and the report quotes
+generated text, draws the Zipf plot and the paper's perplexity histograms.
 """
 
 from __future__ import annotations
 
-import bz2
-import importlib.util
-import re
-from collections import Counter
-from dataclasses import dataclass, field
+import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Literal, Optional
 
 import numpy as np
+from pydantic import Field, model_validator
 
+from ..batch import Batch
 from ..errors import DataError
+from ..report.section import LEAD, Section
+from .base import DataSpec, Prepared, Source, register_data
+from .text_files import TextDataset, load_text
+from .tokenizers import TokenizerSpec
 
-WORD = re.compile(r"\w+|[^\w\s]")
-MARKUP = re.compile(r"'{2,}|={2,}")  # wiki bold/italic quotes and heading rules: not words
-
-
-@dataclass
-class WordTokenizer:
-    """Word-level tokens (``\\w+`` runs and single punctuation marks), rare ones mapped to ``<unk>``.
-
-    Id 0 is ``<unk>`` and id 1 ``<eos>`` (between documents); the rest are ordered by
-    training frequency, most frequent first, so an id's rank is its Zipf rank.
-    """
-
-    vocab: list[str]
-    index: dict[str, int] = field(init=False)
-    UNK: ClassVar[int] = 0
-    EOS: ClassVar[int] = 1
-
-    def __post_init__(self) -> None:
-        self.index = {w: i for i, w in enumerate(self.vocab)}
-
-    @classmethod
-    def train(cls, docs: list[str], *, min_count: int, max_vocab: int) -> "WordTokenizer":
-        counts = Counter(w for doc in docs for w in words(doc))
-        kept = [w for w, c in counts.most_common(max_vocab - 2) if c >= min_count]
-        return cls(["<unk>", "<eos>", *kept])
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    def encode(self, text: str) -> list[int]:
-        return [self.index.get(w, self.UNK) for w in words(text)]
-
-    def decode(self, ids: Any) -> str:
-        return " ".join(self.vocab[int(i)] for i in ids)
+PREVIEW_REPLICATES, PREVIEW_TEXTS = 4, 8  # generated sequences kept per generation for the report
 
 
-def words(text: str) -> list[str]:
-    return WORD.findall(MARKUP.sub(" ", text).lower())
+class TextSource(Source):
+    """Draws real blocks without replacement; the held-out blocks are the test split's first ``heldout_size``."""
+
+    stores_heldout = False
+    truth: TextDataset
+
+    def model_params(self) -> dict[str, Any]:
+        return {"vocab_size": self.truth.vocab_size, "gen_tokens": self.truth.block_size,
+                "bos_token_id": int(self.truth.tokenizer.EOS)}
+
+    def prepare(self, run: Any, family: Any, needs: frozenset[str]) -> Prepared:
+        pool = len(self.truth.train_blocks)
+        if run.train_size > pool:
+            raise DataError(f"train_size={run.train_size} exceeds the {pool} training blocks of {self.truth.name}")
+        out = Prepared(info={"data": self.truth.describe()})
+        if "X_val" in inspect.signature(family.cls.fit).parameters:
+            # Validation costs a forward pass per block per epoch: as many blocks as are scored for perplexity.
+            out.fit_kwargs["X_val"] = self.truth.val_blocks[: run.heldout_size]
+        return out
+
+    def heldout(self, run: Any, needs: frozenset[str], rngs: list[np.random.Generator]) -> np.ndarray:
+        """The first ``heldout_size`` test blocks (scoring a large LM on every test block each generation
+        can cost more than training it), one view per replicate."""
+        held = self.truth.heldout[: run.heldout_size]
+        return np.broadcast_to(held, (run.replicates, *held.shape))
+
+    def sample_kwargs(self, real: Batch) -> dict[str, Any]:
+        """Language models continue every real training block of the replicate (the paper's protocol)."""
+        return {"prompts": real.X}
+
+    def extras(self, ctx: Any, train: Batch) -> dict[str, np.ndarray]:
+        """Generated token ids to read in the report, token counts for its Zipf plot, and each
+        sequence's perplexity under generation 0 (the paper's histograms), when measured."""
+        shown = min(ctx.replicates, PREVIEW_REPLICATES)
+        samples = ctx.memo.get("samples")
+        if samples is None:
+            return {}
+        out = {"preview_tokens": samples[:shown, :PREVIEW_TEXTS],
+               "token_counts": np.stack([np.bincount(s.ravel(), minlength=self.truth.vocab_size)
+                                         for s in samples[:shown]])}
+        if "sequence_perplexity" in ctx.memo:
+            out["sequence_perplexity"] = ctx.memo["sequence_perplexity"][:shown]
+        return out
 
 
-class BPETokenizer:
-    """Byte-level BPE trained offline on the training documents (Hugging Face ``tokenizers``).
-
-    Ids 0 and 1 are ``<unk>`` and ``<eos>``, as for :class:`WordTokenizer`. Training is
-    deterministic, so a report can rebuild the same tokenizer from the spec.
-    """
-
-    UNK, EOS = 0, 1
-
-    def __init__(self, docs: list[str], vocab_size: int) -> None:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        self.tok = Tokenizer(models.BPE(unk_token="<unk>"))
-        self.tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        self.tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<eos>"], show_progress=False,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-        self.tok.train_from_iterator([MARKUP.sub(" ", d) for d in docs], trainer=trainer)
-
-    @property
-    def vocab_size(self) -> int:
-        return self.tok.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok.encode(MARKUP.sub(" ", text)).ids
-
-    def decode(self, ids: Any) -> str:
-        return self.tok.decode([int(i) for i in ids])
+MAX_SHOWN = 6  # generations drawn in each figure
+TEXTS = 3  # generated sequences quoted per generation
 
 
-class PretrainedTokenizer:
-    """A pretrained model's own tokenizer (a local directory, a hub id, or a GGUF file), loaded
-    as the transformer family loads it: GGUF tokenizers converted once and cached."""
-
-    def __init__(self, name_or_path: str | None, gguf_file: str | None) -> None:
-        from ..models import transformer_io as io
-
-        gguf = gguf_file is not None or name_or_path is None
-        try:
-            self.tok = io.load_tokenizer("gguf" if gguf else "pretrained", name_or_path, gguf_file)
-        except ValueError as exc:
-            raise DataError(f"data.tokenizer.{'gguf_file' if gguf else 'name_or_path'}: {exc}") from None
-        self.EOS = self.tok.eos_token_id if self.tok.eos_token_id is not None else 0
-        self.UNK = self.tok.unk_token_id if self.tok.unk_token_id is not None else self.EOS
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.tok)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: Any) -> str:
-        return self.tok.decode([int(i) for i in ids])
+def chosen(saved: list[int], wanted: list[int]) -> list[int]:
+    """The spec's report generations that exist, plus the first and last, at most MAX_SHOWN."""
+    picked = sorted((set(wanted) & set(saved)) | {saved[0], saved[-1]})
+    while len(picked) > MAX_SHOWN:
+        picked.pop(len(picked) // 2)
+    return picked
 
 
-def make_tokenizer(spec: Any, docs: list[str]) -> Any:
-    if spec.kind == "word":
-        return WordTokenizer.train(docs, min_count=spec.min_count, max_vocab=spec.vocab_size)
-    if spec.kind == "bpe":
-        return BPETokenizer(docs, spec.vocab_size)
-    if spec.kind == "gguf":
-        return PretrainedTokenizer(None, spec.gguf_file)
-    return PretrainedTokenizer(spec.name_or_path, None)
+def zipf(real_counts: np.ndarray, counts: dict[int, np.ndarray]) -> Any:
+    """Rank-frequency of tokens in generated text (replicate 0) against the real test text."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    real = np.sort(real_counts[real_counts > 0])[::-1]
+    ax.loglog(np.arange(1, len(real) + 1), real / real.sum(), color="black", lw=2, label="real test text")
+    colours = colormaps["viridis"](np.linspace(0.1, 0.9, len(counts)))
+    for colour, (g, c) in zip(colours, counts.items()):
+        c = np.sort(c[c > 0])[::-1]
+        ax.loglog(np.arange(1, len(c) + 1), c / c.sum(), color=colour, lw=1.3, label=f"generation {g}")
+    ax.set_xlabel("token rank")
+    ax.set_ylabel("frequency")
+    ax.set_title("Zipf plot: the tail of the vocabulary in generated text (replicate 0)", loc="left")
+    ax.legend(fontsize=8)
+    return fig
 
 
-@dataclass
-class TextDataset:
-    name: str
-    source: str
-    tokenizer: Any  # WordTokenizer | BPETokenizer | PretrainedTokenizer: encode, decode, vocab_size, EOS
-    train_blocks: np.ndarray  # (N, block_size) int64 token ids
-    val_blocks: np.ndarray
-    test_blocks: np.ndarray
-    token_counts: np.ndarray  # (vocab_size,) counts in the training split
-    data_type: ClassVar[str] = "text"
+def perplexity_histograms(values: dict[int, np.ndarray]) -> Any:
+    """Generation 0's perplexity of each generated sequence, one histogram per generation (log bins)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
 
-    @property
-    def vocab_size(self) -> int:
-        return self.tokenizer.vocab_size
-
-    @property
-    def block_size(self) -> int:
-        return self.train_blocks.shape[1]
-
-    @property
-    def heldout(self) -> np.ndarray:
-        return self.test_blocks
-
-    def rare_tokens(self, share: float = 0.10) -> np.ndarray:
-        """Ids of the rarest training tokens that together hold at most ``share`` of the tokens."""
-        order = np.argsort(self.token_counts, kind="stable")
-        order = order[self.token_counts[order] > 0]
-        mass = np.cumsum(self.token_counts[order]) / self.token_counts.sum()
-        return order[mass <= share]
-
-    def sample(self, n: int, *, rng: Any) -> np.ndarray:
-        """``n`` distinct training blocks per generator; stacked for a list of generators."""
-        if n > len(self.train_blocks):
-            raise DataError(f"cannot draw {n} distinct blocks from the {len(self.train_blocks)} training blocks of {self.name}")
-        if isinstance(rng, np.random.Generator):
-            return self.train_blocks[rng.choice(len(self.train_blocks), size=n, replace=False)]
-        return np.stack([self.train_blocks[g.choice(len(self.train_blocks), size=n, replace=False)] for g in rng])
-
-    def describe(self) -> dict:
-        return {"name": self.name, "source": self.source, "vocab_size": self.vocab_size,
-                "block_size": self.block_size, "train_blocks": int(len(self.train_blocks)),
-                "val_blocks": int(len(self.val_blocks)), "test_blocks": int(len(self.test_blocks)),
-                "train_tokens": int(self.token_counts.sum())}
+    fig = Figure(figsize=(8, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    finite = np.concatenate([v[np.isfinite(v)] for v in values.values()] or [np.ones(1)])
+    bins = np.geomspace(max(finite.min(), 1.0), max(finite.max(), 2.0), 40)
+    colours = colormaps["viridis"](np.linspace(0.1, 0.9, len(values)))
+    for colour, (g, v) in zip(colours, values.items()):
+        ax.hist(v[np.isfinite(v)], bins=bins, histtype="step", lw=1.5, color=colour, density=True,
+                label=f"generation {g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("perplexity under generation 0's model")
+    ax.set_ylabel("density")
+    ax.set_title("how likely generation 0 finds each generated sequence", loc="left")
+    ax.legend(fontsize=8)
+    return fig
 
 
-# -- corpora -----------------------------------------------------------------------------
-def _gensim_file(name: str) -> Path:
-    found = importlib.util.find_spec("gensim")
-    if found is None or not found.submodule_search_locations:
-        raise DataError("data.source='wiki' and 'lee' read gensim's test data: pip install 'modelcollapse[text]'")
-    return Path(found.submodule_search_locations[0]) / "test" / "test_data" / name
+def text_section(run: Any, page: Any) -> None:
+    if not run.saved:
+        return
+    esc, store = page.esc, run.store
+    truth = run.source.truth
+    gens = chosen(run.saved, run.spec.report.density_generations)
+    extras = {g: store.read_tensors(store.generation_file(g), "") for g in gens}
+    page.add("<h2>Generated text</h2>")
+    quotes = []
+    for g in gens:
+        preview = extras[g].get("preview_tokens")
+        if preview is None:
+            continue
+        lines = "".join(f"<li>{esc(truth.tokenizer.decode(seq))}</li>" for seq in preview[0][:TEXTS])
+        quotes.append(f"<h3>generation {g}</h3><ol class='texts'>{lines}</ol>")
+    if quotes:
+        page.add("<p>Replicate 0 continuing the first real test blocks (the same prompts every generation).</p>"
+                 + "".join(quotes))
+    counts = {g: e["token_counts"][0] for g, e in extras.items() if "token_counts" in e}
+    if counts:
+        real = np.bincount(truth.test_blocks.ravel(), minlength=truth.vocab_size)
+        page.figure("zipf", zipf(real, counts), esc(
+            "Token frequency against rank. Collapse cuts the tail (the curves end at fewer distinct tokens) "
+            "and steepens the head."))
+    per_seq = {g: e["sequence_perplexity"].ravel() for g, e in extras.items() if "sequence_perplexity" in e}
+    if per_seq:
+        page.figure("sample_perplexity_hist", perplexity_histograms(per_seq), esc(
+            "The paper's histograms: later generations produce more sequences that generation 0 finds likely "
+            "(low perplexity) and, where smoothing lets them, a tail of sequences it finds improbable."))
 
 
-def wiki_docs() -> list[str]:
-    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-
-    path = _gensim_file("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
-    with bz2.open(path) as fh:
-        return [filter_wiki(text) for _, text, _ in extract_pages(fh) if not text.lstrip().lower().startswith("#redirect")]
+TEXT = Section("text", LEAD, text_section)
 
 
-def corpus(spec: Any) -> tuple[list[str], str]:
-    """The documents of a source, and a one-line description of where they came from."""
-    if spec.source == "wiki":
-        return wiki_docs(), "gensim test data: English Wikipedia articles"
-    if spec.source == "lee":
-        return _gensim_file("lee_background.cor").read_text(errors="replace").splitlines(), "gensim test data: Lee news corpus"
-    if spec.source == "pydoc":
-        from pydoc_data.topics import topics
+@register_data("text")
+class TextData(DataSpec):
+    """Real prose, split by document, tokenised, cut into ``block_size``-token blocks."""
 
-        return [topics[k] for k in sorted(topics)], "Python's pydoc_data topics"
-    if spec.source == "path":
-        return _local_docs(Path(spec.path)), f"local text in {spec.path}"
-    raise AssertionError("wikitext has its own splits: see load_text")
+    kind: Literal["text"] = "text"
+    data_type = "text"
+    report_sections = (TEXT,)
+    cached = True
+    source: Literal["wiki", "lee", "pydoc", "path", "wikitext"] = "wiki"
+    path: Optional[str] = None  # source 'path': a .txt file (blank lines between documents) or a folder
+    block_size: int = Field(64, ge=2)  # tokens per example (the paper: 64)
+    tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec)
+    split_seed: int = Field(0, ge=0)
 
+    @model_validator(mode="after")
+    def _path(self) -> "TextData":
+        if self.source == "path":
+            if not self.path:
+                raise ValueError("path: source 'path' needs data.path, a text file or a folder of .txt files")
+            if not Path(self.path).exists():
+                raise ValueError(f"path: {self.path!r} does not exist")
+        return self
 
-def _local_docs(path: Path) -> list[str]:
-    files = sorted(path.glob("**/*.txt")) if path.is_dir() else [path]
-    docs = []
-    for f in files:
-        docs += [d for d in re.split(r"\n\s*\n", f.read_text(errors="replace")) if d.strip()]
-    return docs
-
-
-def _wikitext_splits() -> list[list[str]]:  # pragma: no cover - needs a model hub
-    """wikitext-2-raw-v1's own train/validation/test splits, each as one running text (as the paper blocks it)."""
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise DataError("data.source='wikitext' needs Hugging Face datasets and a hub: pip install 'modelcollapse[paper]'") from None
-    try:
-        ds = load_dataset("wikitext", "wikitext-2-raw-v1")
-    except Exception as exc:  # offline: datasets raises several kinds; all mean "not reachable"
-        raise DataError(f"data.source='wikitext' could not be loaded ({type(exc).__name__}: {exc}); offline, "
-                        "use source 'wiki' (Wikipedia prose shipped in gensim)") from None
-    return [["".join(ds[split]["text"])] for split in ("train", "validation", "test")]
-
-
-def load_text(spec: Any) -> TextDataset:
-    """Split documents (80/10/10, fixed by ``split_seed``), tokenise, and cut into blocks."""
-    if spec.source == "wikitext":  # pragma: no cover - needs a model hub
-        parts = _wikitext_splits()
-        tok = make_tokenizer(spec.tokenizer, parts[0])
-        blocks = [_blocks(p, tok, spec.block_size) for p in parts]
-        counts = np.bincount(blocks[0].ravel(), minlength=tok.vocab_size)
-        return TextDataset("text:wikitext", "wikitext-2-raw-v1 (Hugging Face datasets)", tok, *blocks, counts)
-    docs, source = corpus(spec)
-    docs = [d for d in docs if d.strip()]
-    if len(docs) < 3:
-        raise DataError(f"data.source={spec.source!r}: the corpus has {len(docs)} non-empty documents; need at least 3")
-    order = np.random.default_rng(spec.split_seed).permutation(len(docs))
-    n_val = n_test = max(1, int(round(0.1 * len(docs))))
-    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
-    tok = make_tokenizer(spec.tokenizer, [docs[i] for i in train])
-    blocks = [_blocks([docs[i] for i in part], tok, spec.block_size) for part in (train, val, test)]
-    for name, b in zip(("training", "validation", "test"), blocks):
-        if len(b) == 0:
-            raise DataError(f"data.block_size={spec.block_size}: the {name} split has too few tokens for one block")
-    counts = np.bincount(blocks[0].ravel(), minlength=tok.vocab_size)
-    return TextDataset(f"text:{spec.source}", source, tok, *blocks, counts)
-
-
-def _blocks(docs: list[str], tok: Any, size: int) -> np.ndarray:
-    stream: list[int] = []
-    for doc in docs:
-        stream += tok.encode(doc) + [tok.EOS]
-    n = len(stream) // size
-    return np.asarray(stream[: n * size], dtype=np.int64).reshape(n, size)
+    def load(self) -> Source:
+        return TextSource(self, load_text(self))

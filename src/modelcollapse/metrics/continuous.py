@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import ot
 
 from .. import mixtures
 from ..models import ReplicatedModel
 from ..models.gaussian import psd_sqrt
 from .registry import CONTINUOUS_DATA, MetricContext, register
 
-ALL = {"gaussian", "gmm", "kde"}
+ANY = None  # any family of the data's type
+CONTINUOUS = frozenset({"continuous"})  # any continuous data kind: metrics that only sample the truth
+MIXTURE = frozenset({"as_mixture"})  # the family can give its fit as a Gaussian mixture
 GAUSSIAN_TRUTH = frozenset({"gaussian"})
 
 
 def _mixtures(ctx: MetricContext) -> list[mixtures.Mixture | None]:
     """Each replicate's fitted density as a Gaussian mixture (None for a stopped replicate)."""
-    if isinstance(ctx.model, ReplicatedModel):
-        return [m.as_mixture() if m is not None else None for m in ctx.model.models]
-    w, m, c = ctx.model.as_mixture()
-    return [(w[r], m[r], c[r]) for r in range(len(w))]
+    return mixtures.replicate_mixtures(ctx.model)
 
 
 def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
@@ -28,8 +26,8 @@ def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
 
 def _moments(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     """Mean (R, d) and covariance (R, d, d) of every replicate's fitted density."""
-    if not isinstance(ctx.model, ReplicatedModel):
-        return ctx.model.mean_, ctx.model.covariance_
+    if not isinstance(ctx.model, ReplicatedModel):  # a batched family: all replicates in one call
+        return mixtures.batched_moments(ctx.model.as_mixture())
     d = ctx.truth.as_mixture()[1].shape[-1]
     means, covs = [], []
     for mix in _mixtures(ctx):
@@ -45,7 +43,7 @@ def _truth_moments(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
     return ctx.cache["moments"]
 
 
-@register("mean_error", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False,
+@register("mean_error", models=ANY, data=CONTINUOUS_DATA, requires=MIXTURE, higher_is_better=False,
           description="squared distance between the fitted and the original mean")
 def mean_error(ctx: MetricContext) -> np.ndarray:
     mean, _ = _moments(ctx)
@@ -53,7 +51,7 @@ def mean_error(ctx: MetricContext) -> np.ndarray:
     return np.sum((mean - mu0) ** 2, axis=-1)
 
 
-@register("variance_ratio", models=ALL, data=CONTINUOUS_DATA, higher_is_better=None,
+@register("variance_ratio", models=ANY, data=CONTINUOUS_DATA, requires=MIXTURE, higher_is_better=None,
           description="trace of the fitted covariance over trace of the original (1 = no collapse)")
 def variance_ratio(ctx: MetricContext) -> np.ndarray:
     _, cov = _moments(ctx)
@@ -93,7 +91,7 @@ def kl_gaussian(ctx: MetricContext) -> np.ndarray:
     return val
 
 
-@register("l2_distance", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False,
+@register("l2_distance", models=ANY, data=CONTINUOUS_DATA, requires=MIXTURE, higher_is_better=False,
           description="closed-form L2 distance between fitted and original densities (the paper's GMM metric)")
 def l2_distance(ctx: MetricContext) -> np.ndarray:
     truth = ctx.truth.as_mixture()
@@ -107,14 +105,14 @@ def l2_distance(ctx: MetricContext) -> np.ndarray:
     return _per_replicate(ctx, one)
 
 
-@register("nll", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False, needs={"heldout"},
+@register("nll", models=ANY, data=CONTINUOUS, higher_is_better=False, needs={"heldout"},
           description="mean negative log-likelihood of real held-out data under the fitted density")
 def nll(ctx: MetricContext) -> np.ndarray:
     with np.errstate(all="ignore"):
         return -np.mean(ctx.model.log_prob(ctx.heldout), axis=-1)
 
 
-@register("tail_mass", models=ALL, data=CONTINUOUS_DATA, higher_is_better=None,
+@register("tail_mass", models=ANY, data=CONTINUOUS_DATA, requires=MIXTURE, higher_is_better=None,
           description="fitted mass beyond the original's 1% and 99% quantiles (mean over axes) / 0.02; 1 at the start")
 def tail_mass(ctx: MetricContext) -> np.ndarray:
     if "quantiles" not in ctx.cache:
@@ -153,20 +151,20 @@ def _empirical_wasserstein(ctx: MetricContext, p: int) -> np.ndarray:
         if x.shape[-1] == 1:
             out[r] = np.mean(np.abs(np.sort(x[r, :, 0]) - np.sort(y[r, :, 0])) ** p) ** (1 / p)
         else:
+            import ot  # POT imports every array backend it finds (torch among them): load it on first use
+
             cost = ot.dist(x[r], y[r], metric="sqeuclidean" if p == 2 else "euclidean")
             out[r] = ot.emd2(np.array([]), np.array([]), cost) ** (1 / p)
     return out
 
 
-@register("w2", models={"gmm", "kde"}, data=CONTINUOUS_DATA, higher_is_better=False,
-          description="Wasserstein-2 between model and original samples (exact for the samples; noise floor ~ n^-1/2)")
-@register("w2", models={"gaussian"}, data=frozenset({"gmm"}), higher_is_better=False,
+@register("w2", models=ANY, data=CONTINUOUS, higher_is_better=False,
           description="Wasserstein-2 between model and original samples (exact for the samples; noise floor ~ n^-1/2)")
 def w2_empirical(ctx: MetricContext) -> np.ndarray:
     return _empirical_wasserstein(ctx, 2)
 
 
-@register("w1", models=ALL, data=CONTINUOUS_DATA, higher_is_better=False,
+@register("w1", models=ANY, data=CONTINUOUS, higher_is_better=False,
           description="Wasserstein-1 between model and original samples (exact for the samples; noise floor ~ n^-1/2)")
 def w1_empirical(ctx: MetricContext) -> np.ndarray:
     return _empirical_wasserstein(ctx, 1)

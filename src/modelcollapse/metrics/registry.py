@@ -5,19 +5,23 @@ original distribution, real held-out data, generators) and returns one value per
 replicate, shape ``(R,)``, or a vector per replicate, shape ``(R, k)``. Aggregation over
 replicates belongs to reports and sweeps, never to a metric.
 
-One name may have several implementations (``w2`` is a closed form for a Gaussian
-model and an empirical distance for a KDE); :func:`resolve` picks the one that applies.
+Where a metric applies is declared, not hard-wired: ``models`` names families (or ``None``:
+any family of the data's type), ``data`` names data kinds or data types ("continuous"), and
+``requires`` names methods the family must offer (``as_mixture``, ``token_log_probs``), so
+a plug-in family gets every metric its methods allow. One name may have several
+implementations (``w2`` is a closed form for a Gaussian fitted to Gaussian data and an
+empirical distance elsewhere); :func:`resolve` picks the most specific one that applies.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..registry import UnknownNameError, suggest
+from ..registry import UnknownNameError, origin, suggest
 
 
 @dataclass
@@ -43,20 +47,38 @@ class MetricContext:
 class Metric:
     name: str
     fn: Callable[[MetricContext], np.ndarray]
-    models: frozenset[str]
-    data: frozenset[str]
+    models: frozenset[str] | None  # family names, or None: any family
+    data: frozenset[str]  # data kinds and/or data types
     higher_is_better: bool | None
     description: str
     vector: bool = False  # one vector per replicate (stored, not plotted as a curve)
     needs: frozenset[str] = frozenset()  # "heldout", "classifier", "model0": prepared only when needed
+    requires: frozenset[str] = frozenset()  # methods the family must offer (Family.supports)
 
-    def applies(self, model_kind: str, data_kind: str) -> bool:
-        return model_kind in self.models and data_kind in self.data
+    def applies(self, model_kind: str, data_kind: str, params: dict[str, Any] | None = None) -> bool:
+        from ..data import DATA
+        from ..models import MODELS
+
+        if self.models is not None and model_kind not in self.models:
+            return False
+        if model_kind not in MODELS or data_kind not in DATA:
+            return False
+        if data_kind not in self.data and DATA.get(data_kind).data_type not in self.data:
+            return False
+        family = MODELS.get(model_kind)
+        return all(family.supports(cap, params) for cap in self.requires)
+
+    @property
+    def specificity(self) -> int:
+        """Higher for implementations that name their families: they win over generic ones."""
+        return 1 if self.models is not None else 0
 
 
 _METRICS: dict[str, list[Metric]] = {}
+#: metric name -> where it was registered (built-in, a plug-in, user code)
+METRIC_SOURCES: dict[str, str] = {}
 
-CONTINUOUS_DATA = frozenset({"gaussian", "gmm"})
+CONTINUOUS_DATA = frozenset({"gaussian", "gmm"})  # data kinds whose truth is a Gaussian mixture
 DISCRETE_DATA = frozenset({"categorical", "zipf"})
 IMAGE_DATA = frozenset({"digits", "mnist", "imbalanced"})
 TEXT_DATA = frozenset({"text"})
@@ -65,41 +87,55 @@ TEXT_DATA = frozenset({"text"})
 def register(
     name: str,
     *,
-    models: set[str],
-    data: frozenset[str],
+    models: Iterable[str] | None,
+    data: Iterable[str],
     higher_is_better: bool | None,
     description: str,
     vector: bool = False,
-    needs: set[str] = frozenset(),
+    needs: Iterable[str] = frozenset(),
+    requires: Iterable[str] = frozenset(),
 ) -> Callable[[Callable[[MetricContext], np.ndarray]], Callable[[MetricContext], np.ndarray]]:
+    """Decorator: register ``fn`` as metric ``name`` (also ``modelcollapse.register_metric``)."""
+
     def deco(fn: Callable[[MetricContext], np.ndarray]) -> Callable[[MetricContext], np.ndarray]:
-        metric = Metric(name, fn, frozenset(models), frozenset(data), higher_is_better, description, vector,
-                        frozenset(needs))
+        metric = Metric(name, fn, None if models is None else frozenset(models), frozenset(data), higher_is_better,
+                        description, vector, frozenset(needs), frozenset(requires))
         for other in _METRICS.get(name, []):
-            if other.models & metric.models and other.data & metric.data:
+            if (other.models, other.data, other.requires) == (metric.models, metric.data, metric.requires):
                 raise ValueError(f"metric {name!r} registered twice for the same model and data kinds")
         _METRICS.setdefault(name, []).append(metric)
+        _METRICS[name].sort(key=lambda m: -m.specificity)
+        METRIC_SOURCES.setdefault(name, origin(fn.__module__))
         return fn
 
     return deco
 
 
 def all_metric_names() -> list[str]:
+    _load_plugins()
     return sorted(_METRICS)
 
 
-def available(model_kind: str, data_kind: str) -> list[str]:
+def available(model_kind: str, data_kind: str, params: dict[str, Any] | None = None) -> list[str]:
     """Names of the metrics that a (model kind, data kind) pair can compute."""
-    return [n for n, impls in sorted(_METRICS.items()) if any(m.applies(model_kind, data_kind) for m in impls)]
+    _load_plugins()
+    return [n for n, impls in sorted(_METRICS.items()) if any(m.applies(model_kind, data_kind, params) for m in impls)]
 
 
-def resolve(name: str, model_kind: str, data_kind: str) -> Metric:
+def resolve(name: str, model_kind: str, data_kind: str, params: dict[str, Any] | None = None) -> Metric:
+    _load_plugins()
     if name not in _METRICS:
         raise UnknownNameError(f"unknown metric {name!r}{suggest(name, all_metric_names())}")
     for m in _METRICS[name]:
-        if m.applies(model_kind, data_kind):
+        if m.applies(model_kind, data_kind, params):
             return m
     raise UnknownNameError(
         f"metric {name!r} cannot be computed for model.kind={model_kind!r} on data.kind={data_kind!r}; "
-        f"available: {', '.join(available(model_kind, data_kind))}"
+        f"available: {', '.join(available(model_kind, data_kind, params))}"
     )
+
+
+def _load_plugins() -> None:
+    from .. import plugins
+
+    plugins.load()

@@ -11,7 +11,8 @@ import numpy as np
 
 from .registry import MetricContext, register
 
-LM = {"ngram", "transformer"}
+LM = None  # any text family: generated-text metrics only need sample(prompts=...)
+SCORES = frozenset({"token_log_probs"})  # perplexity needs per-token log probabilities
 TEXT = frozenset({"text"})
 SELF_BLEU_SAMPLES = 30  # self-BLEU compares every pair (quadratic): 30 sequences cost ~0.2 s
 
@@ -47,7 +48,7 @@ def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
     return out
 
 
-@register("perplexity", models=LM, data=TEXT, higher_is_better=False, needs={"heldout"},
+@register("perplexity", models=LM, data=TEXT, requires=SCORES, higher_is_better=False, needs={"heldout"},
           description="perplexity of the real test text (exp of the mean negative log-likelihood per token, "
                       "every token of a block but its first; the first heldout_size test blocks)")
 def perplexity(ctx: MetricContext) -> np.ndarray:
@@ -59,7 +60,7 @@ def perplexity(ctx: MetricContext) -> np.ndarray:
     return out
 
 
-@register("sample_perplexity", models=LM, data=TEXT, higher_is_better=None, needs={"model0"},
+@register("sample_perplexity", models=LM, data=TEXT, requires=SCORES, higher_is_better=None, needs={"model0"},
           description="median perplexity of each generated sequence under generation 0's model "
                       "(per-sequence values are kept for the paper's histograms)")
 def sample_perplexity(ctx: MetricContext) -> np.ndarray:

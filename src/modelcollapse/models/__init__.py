@@ -1,39 +1,38 @@
-"""Model families. ``MODELS`` maps a spec's ``model.kind`` to its class."""
+"""Model families. ``MODELS`` maps a spec's ``model.kind`` to its :class:`Family`.
+
+Each built-in family is one module that registers itself on import, exactly as a plug-in
+does (see :func:`register_model` and :mod:`modelcollapse.plugins`). The PyTorch families
+import torch only when they first train, so every family's spec is known without it.
+"""
 
 from __future__ import annotations
 
-from ..registry import Registry
 from .base import BaseModel, FitError, NotFittedError, ReplicatedModel
-from .categorical import CategoricalModel
+from .family import MODELS, Family, ModelSpec, register_model
+from .categorical import CategoricalModel  # noqa: I001  (import order is registration order)
 from .gaussian import GaussianModel
 from .gmm import GMMModel
 from .kde import KDEModel
 from .ngram import NGramModel
-
-MODELS: Registry[type[BaseModel]] = Registry("model kind")
-MODELS.register("categorical")(CategoricalModel)
-MODELS.register("gaussian")(GaussianModel)
-MODELS.register("gmm")(GMMModel)
-MODELS.register("kde")(KDEModel)
-MODELS.register("ngram")(NGramModel)
-MODELS.register_lazy("vae", "modelcollapse.models.vae:VAEModel", "PyTorch: pip install 'modelcollapse[torch]'")
-MODELS.register_lazy("transformer", "modelcollapse.models.transformer:TransformerModel",
-                     "PyTorch and transformers: pip install 'modelcollapse[lm]'")
-
-#: model kind -> the data type it fits, known without importing optional extras.
-MODEL_DATA_TYPES = {"categorical": "discrete", "gaussian": "continuous", "gmm": "continuous", "kde": "continuous",
-                    "vae": "image", "ngram": "text", "transformer": "text"}
+from .vae import VAEModel
+from .transformer import TransformerModel
+from .sklearn_adapter import SklearnDensity
 
 __all__ = [
     "MODELS",
-    "MODEL_DATA_TYPES",
     "BaseModel",
     "CategoricalModel",
+    "Family",
     "FitError",
     "GMMModel",
     "GaussianModel",
     "KDEModel",
+    "ModelSpec",
     "NGramModel",
     "NotFittedError",
     "ReplicatedModel",
+    "SklearnDensity",
+    "TransformerModel",
+    "VAEModel",
+    "register_model",
 ]

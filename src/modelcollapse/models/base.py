@@ -58,8 +58,30 @@ class BaseModel:
 
     #: True when fit/sample/log_prob accept a leading replicate axis (vectorised chains).
     batched: ClassVar[bool] = False
-    #: "continuous" (float arrays of shape (n, d)) or "discrete" (integer arrays of shape (n,)).
+    #: The data the family fits: "continuous" (float (n, d)), "discrete" (int (n,)), "image"
+    #: (float (n, H, W) in [0, 1]) or "text" (int blocks (n, L)); a plug-in may name its own.
     data_type: ClassVar[str] = "continuous"
+    #: Metrics a run computes when its spec lists none (those the data kind allows).
+    default_metrics: ClassVar[tuple[str, ...]] = ()
+    #: Report sections the family adds to every run of it (see :mod:`modelcollapse.report`).
+    report_sections: ClassVar[tuple[Any, ...]] = ()
+
+    # -- hooks the engine calls; all optional ------------------------------------------------
+    @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        """Refuse a whole experiment spec this family cannot run (raise ``ValueError("key: why")``),
+        e.g. more mixture components than training examples. Called at validation, before any work."""
+
+    @classmethod
+    def check_source(cls, params: dict[str, Any], source: Any) -> None:
+        """Refuse loaded data the family cannot fit (raise :class:`~modelcollapse.errors.DataError`);
+        called once before generation 0, after the data is loaded and before the run directory exists."""
+
+    @classmethod
+    def supports(cls, capability: str, params: dict[str, Any]) -> bool:
+        """Whether models with hyperparameters ``params`` offer ``capability`` (a method name such as
+        ``as_mixture``, which some metrics require)."""
+        return callable(getattr(cls, capability, None))
 
     @classmethod
     def _param_names(cls) -> list[str]:

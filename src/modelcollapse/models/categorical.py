@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated
 
+import numpy as np
+from pydantic import Field
+
+from ..params import FROM_DATA
 from .base import RNG, BaseModel, draw
+from .family import register_model
 
 
 def batched_counts(X: np.ndarray, n_categories: int) -> np.ndarray:
@@ -42,7 +47,7 @@ class CategoricalModel(BaseModel):
     Parameters
     ----------
     n_categories : int
-        Size of the label set (labels are 0 .. n_categories-1).
+        Size of the label set (labels are 0 .. n_categories-1); set from the data by the engine.
     smoothing : float
         Additive (Laplace/Lidstone) pseudo-count per category; 0 is the MLE, whose
         chain is absorbed in a single category with probability 1.
@@ -57,8 +62,10 @@ class CategoricalModel(BaseModel):
 
     batched = True
     data_type = "discrete"
+    default_metrics = ("tv", "kl", "entropy", "support_size", "tail_mass", "gini_simpson")
 
-    def __init__(self, *, n_categories: int = 2, smoothing: float = 0.0) -> None:
+    def __init__(self, *, n_categories: Annotated[int, FROM_DATA] = 2,
+                 smoothing: Annotated[float, Field(ge=0)] = 0.0) -> None:
         self.n_categories = n_categories
         self.smoothing = smoothing
 
@@ -97,3 +104,6 @@ class CategoricalModel(BaseModel):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "CategoricalModel":
         self.probs_ = np.asarray(state["probs"], dtype=float)
         return self
+
+
+register_model("categorical", CategoricalModel)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 
 from .base import RNG, BaseModel, draw
+from .family import register_model
 
 
 def psd_sqrt(cov: np.ndarray) -> np.ndarray:
@@ -36,8 +39,9 @@ class GaussianModel(BaseModel):
     """
 
     batched = True
+    default_metrics = ("mean_error", "variance_ratio", "w2", "kl", "tail_mass")
 
-    def __init__(self, *, estimator: str = "mle") -> None:
+    def __init__(self, *, estimator: Literal["mle", "unbiased"] = "mle") -> None:
         self.estimator = estimator
 
     def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "GaussianModel":
@@ -93,3 +97,6 @@ class GaussianModel(BaseModel):
         self.covariance_ = np.asarray(state["covariance"], dtype=float)
         self.n_features_in_ = self.mean_.shape[-1]
         return self
+
+
+register_model("gaussian", GaussianModel)

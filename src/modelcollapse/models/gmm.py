@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 from scipy.linalg import solve_triangular
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from .base import RNG, BaseModel, FitError, draw
+from .family import register_model
 from .gaussian import psd_sqrt
 
 
@@ -60,16 +63,18 @@ class GMMModel(BaseModel):
     [0.5, 0.5]
     """
 
+    default_metrics = ("l2_distance", "nll", "tail_mass", "variance_ratio", "component_weights")
+
     def __init__(
         self,
         *,
-        n_components: int = 2,
-        covariance_type: str = "full",
-        tol: float = 1e-3,
-        reg_covar: float = 1e-6,
-        max_iter: int = 100,
-        n_init: int = 1,
-        init_params: str = "kmeans",
+        n_components: Annotated[int, Field(ge=1)] = 2,
+        covariance_type: Literal["full", "tied", "diag", "spherical"] = "full",
+        tol: Annotated[float, Field(gt=0)] = 1e-3,
+        reg_covar: Annotated[float, Field(ge=0)] = 1e-6,
+        max_iter: Annotated[int, Field(ge=1)] = 100,
+        n_init: Annotated[int, Field(ge=1)] = 1,
+        init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -95,11 +100,25 @@ class GMMModel(BaseModel):
         self.n_iter_ = int(gm.n_iter_)
         return self
 
+    @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        if spec.model.n_components > spec.train_size:
+            raise ValueError(f"model.n_components: {spec.model.n_components} exceeds train_size={spec.train_size}")
+
     def _set(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
         self.weights_ = np.asarray(weights, dtype=float)
         self.means_ = np.asarray(means, dtype=float)
         self.covariances_ = np.asarray(covariances, dtype=float)
-        self.mixture_ = sklearn_mixture(self.weights_, self.means_, self.covariances_)
+        self._mixture = None
+
+    @property
+    def mixture_(self) -> GaussianMixture:
+        """scikit-learn's mixture with these parameters, built on first use: loading a collapsed
+        (singular) fit to read its parameters must not need the Cholesky factors scoring needs."""
+        self._check_fitted()
+        if self._mixture is None:
+            self._mixture = sklearn_mixture(self.weights_, self.means_, self.covariances_)
+        return self._mixture
 
     def sample(self, n: int, *, rng: RNG) -> np.ndarray:
         self._check_fitted()
@@ -130,3 +149,6 @@ class GMMModel(BaseModel):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "GMMModel":
         self._set(state["weights"], state["means"], state["covariances"])
         return self
+
+
+register_model("gmm", GMMModel)

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Annotated, Any, Union
 
 import numpy as np
+from pydantic import BeforeValidator
 from sklearn.neighbors import KernelDensity
 
 from .base import RNG, BaseModel, draw
+from .family import register_model
+
+
+def _bandwidth(v: Any) -> Any:
+    if isinstance(v, str) and v in ("scott", "silverman"):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+        return float(v)
+    raise ValueError(f"must be a positive number, 'scott' or 'silverman', got {v!r}")
+
+
+Bandwidth = Annotated[Union[float, str], BeforeValidator(_bandwidth)]
 
 
 class KDEModel(BaseModel):
@@ -29,7 +42,9 @@ class KDEModel(BaseModel):
     (5, 1)
     """
 
-    def __init__(self, *, bandwidth: Union[float, str] = "scott") -> None:
+    default_metrics = ("nll", "tail_mass", "w1", "w2", "variance_ratio")
+
+    def __init__(self, *, bandwidth: Bandwidth = "scott") -> None:
         self.bandwidth = bandwidth
 
     def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "KDEModel":
@@ -90,3 +105,6 @@ class KDEModel(BaseModel):
         self.kde_ = KernelDensity(kernel="gaussian", bandwidth=bw).fit(data)
         self.data_, self.bandwidth_ = data, bw
         return self
+
+
+register_model("kde", KDEModel)

@@ -18,9 +18,17 @@ operations per order.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, Literal
 
+import numpy as np
+from pydantic import Field
+
+from ..params import FROM_DATA
 from .base import RNG, BaseModel, draw
+from .family import register_model
+
+TEXT_METRICS = ("perplexity", "sample_perplexity", "vocab_size", "rare_token_mass", "distinct_1", "distinct_2",
+                "repetition_rate", "self_bleu")
 
 
 class NGramModel(BaseModel):
@@ -49,9 +57,11 @@ class NGramModel(BaseModel):
     """
 
     data_type = "text"
+    default_metrics = TEXT_METRICS
 
-    def __init__(self, *, vocab_size: int = 2, order: int = 3, discount: float = 0.0, decoding: str = "sample",
-                 gen_tokens: int = 64) -> None:
+    def __init__(self, *, vocab_size: Annotated[int, FROM_DATA] = 2, order: Annotated[int, Field(ge=1, le=6)] = 3,
+                 discount: Annotated[float, Field(ge=0, lt=1)] = 0.0, decoding: Literal["sample", "greedy"] = "sample",
+                 gen_tokens: Annotated[int, FROM_DATA] = 64) -> None:
         self.vocab_size = vocab_size
         self.order = order
         self.discount = discount
@@ -167,3 +177,6 @@ class NGramModel(BaseModel):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "NGramModel":
         return self.fit(np.asarray(state["data"]).astype(np.int64))
+
+
+register_model("ngram", NGramModel)

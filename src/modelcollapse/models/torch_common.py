@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union, get_args
 
 import numpy as np
-import torch
 
 from .. import distributed
-
+from ..lazy import torch
 
 #: What a torch family's ``device`` parameter accepts ("auto": CUDA when present).
-DEVICES = ("auto", "cpu", "cuda")
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -15,16 +15,24 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Optional, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
 from .. import distributed
+from ..errors import DataError
+from ..lazy import F, torch
+from ..params import FROM_DATA
 from . import transformer_io as io
 from .base import RNG, BaseModel, draw
-from .torch_common import fixed_threads, load_weights, resolve_device, save_weights
+from .family import register_model
+from .ngram import TEXT_METRICS
+from .torch_common import Device, fixed_threads, load_weights, resolve_device, save_weights
+
+LM_HINT = "pip install 'modelcollapse[lm]' (on a CPU-only machine: pip install torch==2.13.0 first)"
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
 
 #: Gradient-norm clip: the Hugging Face Trainer's default, which the paper's code trained with.
 GRAD_CLIP = 1.0
@@ -110,15 +118,24 @@ class TransformerModel(BaseModel):
 
     batched = False
     data_type = "text"
+    default_metrics = TEXT_METRICS
+    requires = (("torch", LM_HINT), ("transformers", LM_HINT))
 
     def __init__(
-        self, *, vocab_size: int = 2, gen_tokens: int = 64, source: str = "tiny", name_or_path: Optional[str] = None,
-        gguf_file: Optional[str] = None, n_layer: int = 2, n_head: int = 2, n_embd: int = 64, context: int = 128,
-        epochs: int = 1, batch_size: int = 16, lr: float = 5e-4, lr_min: float = 1e-6, weight_decay: float = 0.0,
-        warmup_steps: int = 0, init: str = "base", select_best: bool = True, decoding: str = "sample",
-        num_beams: int = 5, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-        repetition_penalty: float = 1.0, gen_batch_size: int = 64, bos_token_id: int = 1, device: str = "auto",
-        dtype: str = "auto", threads: Optional[int] = 1,
+        self, *, vocab_size: Annotated[int, FROM_DATA] = 2, gen_tokens: Annotated[int, FROM_DATA] = 64,
+        source: io.Source = "tiny", name_or_path: Optional[str] = None, gguf_file: Optional[str] = None,
+        n_layer: Positive = 2, n_head: Positive = 2, n_embd: Positive = 64,
+        context: Annotated[int, Field(ge=2)] = 256,  # tiny: positions; prompt + generated tokens must fit
+        epochs: Positive = 1, batch_size: Positive = 16, lr: Annotated[float, Field(gt=0)] = 5e-4,
+        lr_min: Annotated[float, Field(ge=0)] = 1e-6,  # cosine schedule floor (the paper's code: 1e-6)
+        weight_decay: Annotated[float, Field(ge=0)] = 0.0, warmup_steps: NonNegative = 0,
+        init: io.Init = "base",  # the paper: every generation fine-tunes the base model
+        select_best: bool = True,  # keep the epoch with the best validation loss (the paper)
+        decoding: io.Decoding = "sample", num_beams: Positive = 5, temperature: Annotated[float, Field(gt=0)] = 1.0,
+        top_k: NonNegative = 0, top_p: Annotated[float, Field(gt=0, le=1)] = 1.0,
+        repetition_penalty: Annotated[float, Field(gt=0)] = 1.0, gen_batch_size: Positive = 64,
+        bos_token_id: Annotated[int, FROM_DATA] = 1, device: Device = "auto", dtype: io.Dtype = "auto",
+        threads: Annotated[Optional[int], Field(ge=1)] = 1,
     ) -> None:  # fmt: skip
         self.vocab_size = vocab_size
         self.gen_tokens = gen_tokens
@@ -148,6 +165,42 @@ class TransformerModel(BaseModel):
         self.device = device
         self.dtype = dtype
         self.threads = threads
+
+    # -- hooks the engine calls ------------------------------------------------------------
+    @classmethod
+    def check_params(cls, p: dict[str, Any]) -> None:
+        if p["source"] == "pretrained" and not p["name_or_path"]:
+            raise ValueError("name_or_path: source 'pretrained' needs a local directory or a hub id")
+        if p["source"] == "tiny" and p["n_embd"] % p["n_head"]:
+            raise ValueError(f"n_embd: {p['n_embd']} must be divisible by n_head={p['n_head']}")
+
+    @classmethod
+    def check_spec(cls, spec: Any) -> None:
+        """A pretrained model reads ids from its own tokenizer; a tiny one from a tokenizer trained here."""
+        model, data = spec.model, spec.data
+        tok = data.tokenizer
+        if model.source == "tiny":
+            if tok.kind not in ("word", "bpe"):
+                raise ValueError("data.tokenizer: a tiny transformer learns its own embeddings: use kind 'word' or 'bpe'")
+            if 2 * data.block_size > model.context:
+                raise ValueError(f"model.context: {model.context} positions cannot hold a {data.block_size}-token "
+                                 f"prompt and its {data.block_size}-token continuation; raise it or lower data.block_size")
+        elif model.source == "gguf" and (tok.kind != "gguf" or tok.gguf_file != model.gguf_file):
+            raise ValueError("data.tokenizer: a GGUF model needs kind 'gguf' with the same gguf_file as the model")
+        elif model.source == "pretrained" and (tok.kind != "pretrained" or tok.name_or_path != model.name_or_path):
+            raise ValueError("data.tokenizer: a pretrained model needs kind 'pretrained' with the same name_or_path")
+
+    @classmethod
+    def check_source(cls, params: dict[str, Any], source: Any) -> None:
+        """The network must hold a prompt and its continuation (known before any training)."""
+        try:
+            context = cls(**params).max_context()
+        except (OSError, ValueError) as exc:
+            raise DataError(f"model: {exc}") from None
+        block = source.truth.block_size
+        if 2 * block > context:
+            raise DataError(f"data.block_size={block}: a prompt and its continuation need {2 * block} positions, "
+                            f"the model has {context}")
 
     @property
     def warm_start(self) -> bool:
@@ -436,3 +489,6 @@ class TransformerModel(BaseModel):
     def _threads(self) -> contextlib.AbstractContextManager:
         return fixed_threads(self.threads, self._device())
 
+
+
+register_model("transformer", TransformerModel)

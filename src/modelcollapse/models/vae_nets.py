@@ -11,9 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHITECTURES = ("mlp", "conv")
-
-
 class MLPVAE(nn.Module):
     """flatten -> hidden -> hidden -> (mu, logvar); the decoder mirrors it. Any image size."""
 
@@ -70,29 +67,8 @@ class ConvVAE(nn.Module):
         return self.decoder(z).squeeze(1)
 
 
-def check_architecture(architecture: str, image_shape: tuple[int, ...]) -> tuple[int, int]:
-    """Validate the (architecture, image_shape) pair; return the shape as a tuple of ints.
-
-    Raises ``ValueError`` naming ``image_shape`` and the shape that is needed, so a bad spec
-    fails before any training (the engine turns a ValueError in ``fit`` into a stopped replicate,
-    which is why the message has to say what to change).
-    """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) != 2 or min(shape) < 1:
-        raise ValueError(f"image_shape must be (height, width) with positive sizes, got image_shape={tuple(image_shape)}")
-    if architecture == "conv" and (shape[0] % 4 or shape[1] % 4):
-        raise ValueError(
-            f"architecture='conv' needs image_shape with height and width divisible by 4 "
-            f"(two stride-2 layers each way), e.g. (28, 28) for MNIST or (8, 8); got image_shape={shape}. "
-            f"Pad or resize the images, or use architecture='mlp', which takes any size."
-        )
-    return shape  # type: ignore[return-value]
-
-
-def build_module(architecture: str, image_shape: tuple[int, ...], latent_dim: int, hidden: int) -> nn.Module:
-    """A freshly initialised network (from torch's global RNG: the caller seeds it)."""
-    shape = check_architecture(architecture, image_shape)
+def build_module(architecture: str, shape: tuple[int, int], latent_dim: int, hidden: int) -> nn.Module:
+    """A freshly initialised network (from torch's global RNG: the caller seeds it) for images of
+    ``shape``, already checked against the architecture (``vae.check_architecture``)."""
     cls = MLPVAE if architecture == "mlp" else ConvVAE
     return cls(shape, int(latent_dim), int(hidden))

@@ -1,0 +1,59 @@
+"""Examples in flight: what a generation trains on, with where each example came from.
+
+Every example carries its *origin*: ``REAL`` (-1) for real (human) data, ``j`` for a sample
+of generation j's model. The provenance of every training set is counted from the origins
+and stored with the generation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REAL = -1  # origin code of real (human) data
+UNLABELLED = -1  # label of a synthetic example: the model did not say which class it drew
+
+
+@dataclass
+class Batch:
+    """Examples for all replicates: ``X`` is (R, n, ...); ``origin`` and ``labels`` are (R, n) ints.
+
+    ``labels`` holds the class of labelled real data (images) and ``UNLABELLED`` elsewhere;
+    it is None for unlabelled data kinds.
+    """
+
+    X: np.ndarray
+    origin: np.ndarray
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:  # examples per replicate
+        return self.X.shape[1]
+
+    def take(self, idx: np.ndarray) -> "Batch":
+        """Per-replicate selection: ``idx`` is (R, m) example indices."""
+        X_idx = idx.reshape(idx.shape + (1,) * (self.X.ndim - 2))
+        labels = None if self.labels is None else np.take_along_axis(self.labels, idx, axis=1)
+        return Batch(np.take_along_axis(self.X, X_idx, axis=1), np.take_along_axis(self.origin, idx, axis=1), labels)
+
+    def head(self, m: int) -> "Batch":
+        return Batch(self.X[:, :m], self.origin[:, :m], None if self.labels is None else self.labels[:, :m])
+
+    @staticmethod
+    def concat(batches: list["Batch"]) -> "Batch":
+        labels = None
+        if any(b.labels is not None for b in batches):
+            labels = np.concatenate(
+                [b.labels if b.labels is not None else np.full(b.origin.shape, UNLABELLED) for b in batches], axis=1
+            )
+        return Batch(
+            np.concatenate([b.X for b in batches], axis=1), np.concatenate([b.origin for b in batches], axis=1), labels
+        )
+
+
+def provenance_counts(origin: np.ndarray, generation: int) -> np.ndarray:
+    """(R, generation + 1) counts: column 0 real, column j + 1 from generation j's model."""
+    R = origin.shape[0]
+    cols = generation + 1
+    flat = (origin + 1) + cols * np.arange(R)[:, None]
+    return np.bincount(flat.ravel(), minlength=R * cols).reshape(R, cols)

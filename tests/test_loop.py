@@ -24,9 +24,17 @@ SMALL = {
             "metric_samples=50", "workers=1", "policy.kind=accumulate_subsample"],
     "ngram": ["replicates=2", "generations=6", "train_size=100", "metric_samples=40", "policy.kind=mix",
               "policy.real_fraction=0.1"],
+    # The scikit-learn adapter (a KDE is rebuilt by refitting on resume) and the example plug-in's family.
+    "sklearn-kde": ["replicates=3", "generations=5", "train_size=100", "metric_samples=200",
+                    "model={kind: sklearn, estimator: sklearn.neighbors.KernelDensity, params: {bandwidth: 0.3}}",
+                    "metrics=[nll, w1, l2_distance]"],
+    "sklearn-bgm": ["replicates=3", "generations=5", "train_size=150", "metric_samples=200", "workers=1",
+                    "model={kind: sklearn, estimator: sklearn.mixture.BayesianGaussianMixture, "
+                    "params: {n_components: 2}}", "metrics=[nll, l2_distance, tail_mass]"],
+    "laplace": ["replicates=6", "generations=8", "train_size=20", "model={kind: laplace}", "metrics=null"],
 }
 PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "discrete": "discrete", "gmm": "gmm", "kde": "kde",
-          "vae": "vae-digits", "ngram": "lm-ngram"}
+          "vae": "vae-digits", "ngram": "lm-ngram", "sklearn-kde": "kde", "sklearn-bgm": "gmm", "laplace": "gaussian"}
 
 
 def _spec(case: str, *extra: str):

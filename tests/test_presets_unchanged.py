@@ -1,14 +1,16 @@
-"""The architecture change kept every number: small versions of the presets against values recorded
-from main before it (``tests/golden.py`` made ``tests/data/golden_presets.json``), and the resolved
-spec of every preset against the YAML ``modelcollapse show`` printed then."""
+"""Every preset end to end through the CLI at a small size, with its report, giving the numbers recorded
+from main before the architecture change (``tests/golden.py`` made ``tests/data/golden_presets.json``);
+and the resolved spec of every preset against the YAML ``modelcollapse show`` printed then."""
 
 import json
 import math
 
 import pytest
 
-from golden import GOLDEN, SMALL, TORCH_PRESETS, record
+from golden import GOLDEN, SMALL, TORCH_PRESETS
+from modelcollapse.cli import main
 from modelcollapse.config import load_spec, presets
+from modelcollapse.store import RunStore
 
 RECORDED = json.loads(GOLDEN.read_text())
 SHOWN = GOLDEN.parent / "show"
@@ -30,10 +32,17 @@ def _close(a, b, rtol: float) -> bool:
 # is far below any change a refactor could make to training (a different seed or data order moves these
 # metrics by 1e-2 or more).
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_small_presets_give_the_numbers_recorded_before_the_change(name, tmp_path):
+def test_every_preset_runs_end_to_end_with_its_report_and_the_numbers_recorded_before(name, tmp_path):
     if name in TORCH_PRESETS:
         pytest.importorskip("torch")
-    got = record(name, tmp_path / name)
+    out = tmp_path / name
+    assert main(["run", name, *[a for o in SMALL[name] for a in ("--set", o)], "--out", str(out), "-q"]) == 0
+    store = RunStore.open(out)
+    assert store.manifest()["status"] == "completed"
+    assert (out / "report.html").stat().st_size > 10_000 and list((out / "figures").glob("*.png"))
+    got = {"metrics": store.read_jsonl("metrics.jsonl"), "provenance": store.read_jsonl("provenance.jsonl")}
+    spec = load_spec(name, SMALL[name])
+    assert len(got["metrics"]) == spec.replicates * (spec.generations + 1)
     want = RECORDED[name]
     rtol = 1e-6 if name in TORCH_PRESETS else 1e-12
     assert len(got["metrics"]) == len(want["metrics"])

@@ -3,10 +3,27 @@
 >>> from modelcollapse import load_spec, run
 >>> spec = load_spec("gaussian", ["replicates=10", "generations=20"])  # doctest: +SKIP
 >>> store = run(spec, "runs/demo")                                      # doctest: +SKIP
+
+Extending it from a notebook (a package does the same through entry points, see
+:mod:`modelcollapse.plugins`)::
+
+    modelcollapse.register_model("laplace", LaplaceModel)    # a family: the BaseModel contract
+    modelcollapse.register_data("student_t", StudentTData)   # a data kind: a DataSpec subclass
+    modelcollapse.register_policy("halves", Halves)          # a policy: a Policy dataclass
+    @modelcollapse.register_metric("iqr", models=None, data={"continuous"}, ...)   # a metric
+    modelcollapse.register_estimator(MyDensity)              # allowed in model: {kind: sklearn}
 """
 
 from .config import ExperimentSpec, SpecError, load_spec
+from .data import DataSpec, Source, register_data
 from .loop import run
+from .metrics import register as register_metric
+from .models import BaseModel, register_model
+from .models.sklearn_adapter import register_estimator
+from .params import FROM_DATA
+from .policies import Policy, register_policy
 
 __version__ = "0.1.0"
-__all__ = ["ExperimentSpec", "SpecError", "load_spec", "run", "__version__"]
+__all__ = ["FROM_DATA", "BaseModel", "DataSpec", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
+           "load_spec", "register_data", "register_estimator", "register_metric", "register_model", "register_policy",
+           "run"]

@@ -150,5 +150,9 @@ class Chain:
 def _check_installed(family: Any) -> None:
     """A family's optional dependencies (``requires``: (module, how to install)), checked before any work."""
     for module, hint in getattr(family.cls, "requires", ()):
-        if importlib.util.find_spec(module) is None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a module blocked in sys.modules, or a broken install
+            found = False
+        if not found:
             raise DataError(f"model.kind={family.name!r} needs {module}: {hint}")

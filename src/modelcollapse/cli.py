@@ -1,4 +1,4 @@
-"""Command line: ``modelcollapse run | report | presets | show``."""
+"""Command line: ``modelcollapse run | report | presets | show | plugins``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from . import distributed
 from .config import SpecError, load_spec, presets, read_source
@@ -36,7 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run directory")
     rep.add_argument("run_dir", type=Path)
 
-    sub.add_parser("presets", help="list the built-in presets")
+    sub.add_parser("presets", help="list the built-in presets (and the installed plug-ins)")
+    sub.add_parser("plugins", help="list every model family, data kind, policy, metric and estimator, and where "
+                                   "each came from (built-in, a plug-in package, ...)")
 
     s = sub.add_parser("show", help="print the fully resolved spec (validates it; runs nothing)")
     s.add_argument("spec")
@@ -48,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        return {"run": _run, "report": _report, "presets": _presets, "show": _show}[args.command](args, err)
+        commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins}
+        _report_broken_plugins(err)
+        return commands[args.command](args, err)
     except SpecError as exc:
         err.print(f"[red]error:[/] {exc}", markup=True)
         return EXIT_USAGE
@@ -120,7 +125,45 @@ def _presets(args: argparse.Namespace, err: Console) -> int:
     for name, _path in sorted(presets().items()):
         raw = read_source(name)
         size = f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
-        out.print(f"[bold]{name:<22}[/] {size:>9}  {raw.get('description', '')}")
+        out.print(f"[bold]{name:<22}[/] {size:>9}  {escape(str(raw.get('description', '')))}")
+    from . import plugins
+
+    added = {what: {k: v for k, v in entries.items() if "plug-in" in v} for what, entries in plugins.listing().items()}
+    lines = [f"  {what} {name}: {where}" for what, entries in added.items() for name, where in sorted(entries.items())]
+    if lines:
+        out.print("\n[bold]installed plug-ins[/] (modelcollapse plugins lists everything)")
+        for line in lines:
+            out.print(line, markup=False)
+    return EXIT_OK
+
+
+def _report_broken_plugins(err: Console) -> None:
+    """One line per plug-in that failed to load; the built-in entries and the other plug-ins still work."""
+    from . import plugins
+
+    plugins.load()
+    if distributed.is_main():
+        for problem in plugins.ERRORS:
+            err.print(f"warning: {problem}", markup=False)
+
+
+def _plugins(args: argparse.Namespace, err: Console) -> int:
+    from . import plugins
+
+    out = Console(highlight=False, soft_wrap=True)
+    titles = {"model family": "model families (model.kind)", "data kind": "data kinds (data.kind)",
+              "policy": "policies (policy.kind)", "metric": "metrics",
+              "estimator": "estimators model.kind=sklearn may name besides sklearn.* classes"}
+    for what, entries in plugins.listing().items():
+        out.print(f"[bold]{titles.get(what, what)}[/]")
+        for name, where in sorted(entries.items()):
+            out.print(f"  {name:<24} {where}", markup=False)
+        if not entries:
+            out.print("  (none)")
+    if plugins.ERRORS:
+        out.print("[bold]failed to load[/]")
+        for problem in plugins.ERRORS:
+            out.print(f"  {problem}", markup=False)
     return EXIT_OK
 
 

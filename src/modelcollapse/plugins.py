@@ -26,11 +26,7 @@ import os
 import threading
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Any, Callable
-
-GROUPS = ("modelcollapse.models", "modelcollapse.data", "modelcollapse.policies", "modelcollapse.metrics",
-          "modelcollapse.estimators")
-
+from typing import Any
 
 @dataclass(frozen=True)
 class PluginError:
@@ -62,77 +58,34 @@ def load() -> None:
         _builtins()
         if os.environ.get("MODELCOLLAPSE_NO_PLUGINS"):
             return
-        for group in GROUPS:
-            for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+        from .registry import GROUPS
+
+        for group in GROUPS.values():
+            for ep in sorted(metadata.entry_points(group=group.name), key=lambda e: e.name):
                 _load_one(group, ep)
 
 
 def _builtins() -> None:
-    """Import the modules that register the built-in entries (the engine's own "plug-ins")."""
+    """Import the modules that register the built-in entries (the engine's own "plug-ins") and
+    declare the entry-point groups."""
     from . import data, metrics, models, policies  # noqa: F401
 
 
-def _load_one(group: str, ep: metadata.EntryPoint) -> None:
+def _load_one(group: Any, ep: metadata.EntryPoint) -> None:
     from .registry import source
 
     dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
-    label = f"plug-in {dist} ({group}: {ep.name} = {ep.value})"
+    label = f"plug-in {dist} ({group.name}: {ep.name} = {ep.value})"
     try:
         with source(label):
-            obj = ep.load()
-            _REGISTRARS[group](ep.name, obj)
+            group.register(ep.name, ep.load())
     except Exception as exc:  # noqa: BLE001 - any failure of third-party code is reported, never fatal
-        ERRORS.append(PluginError(group, ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}"))
-
-
-def _model(name: str, obj: Any) -> None:
-    from .models import MODELS, register_model
-
-    if isinstance(obj, type) and name not in MODELS._items:
-        register_model(name, obj)
-
-
-def _data(name: str, obj: Any) -> None:
-    from .data import DATA, register_data
-
-    if isinstance(obj, type) and name not in DATA._items:
-        register_data(name, obj)
-
-
-def _policy(name: str, obj: Any) -> None:
-    from .policies import POLICIES, register_policy
-
-    if isinstance(obj, type) and name not in POLICIES._items:
-        register_policy(name, obj)
-
-
-def _metrics(name: str, obj: Any) -> None:
-    """A metrics module registers its metrics when imported (``ep.load()`` imported it)."""
-
-
-def _estimator(name: str, obj: Any) -> None:
-    from .models.sklearn_adapter import register_estimator
-
-    register_estimator(obj)
-
-
-_REGISTRARS: dict[str, Callable[[str, Any], None]] = {
-    "modelcollapse.models": _model,
-    "modelcollapse.data": _data,
-    "modelcollapse.policies": _policy,
-    "modelcollapse.metrics": _metrics,
-    "modelcollapse.estimators": _estimator,
-}
+        ERRORS.append(PluginError(group.name, ep.name, ep.value, dist, f"{type(exc).__name__}: {exc}"))
 
 
 def listing() -> dict[str, dict[str, str]]:
-    """registry -> {name: where it came from}, for ``modelcollapse plugins``."""
-    from .data import DATA
-    from .metrics import METRIC_SOURCES
-    from .models import MODELS
-    from .models.sklearn_adapter import ESTIMATORS
-    from .policies import POLICIES
+    """What each registry holds, {what: {name: where it came from}}, for ``modelcollapse plugins``."""
+    from .registry import GROUPS
 
     load()
-    return {"model families": MODELS.sources(), "data kinds": DATA.sources(), "policies": POLICIES.sources(),
-            "metrics": METRIC_SOURCES, "estimators (model kind sklearn)": dict(ESTIMATORS.sources())}
+    return {group.what: group.sources() for group in GROUPS.values()}

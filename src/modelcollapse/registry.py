@@ -12,7 +12,8 @@ import difflib
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -56,6 +57,25 @@ def origin(module: str | None) -> str:
     if module and (module == "modelcollapse" or module.startswith("modelcollapse.")):
         return BUILT_IN
     return _current_source[-1]
+
+
+@dataclass(frozen=True)
+class Group:
+    """An entry-point group: what it adds, how one entry point is registered, and what is registered."""
+
+    name: str  # e.g. "modelcollapse.models"
+    what: str  # e.g. "model family"
+    register: Callable[[str, Any], None]  # (entry point name, loaded object) -> None
+    sources: Callable[[], dict[str, str]]  # name -> where it came from
+
+
+#: Entry-point groups by name, declared by the modules that own the registries.
+GROUPS: dict[str, Group] = {}
+
+
+def entry_point_group(name: str, what: str, register: Callable[[str, Any], None],
+                      sources: Callable[[], dict[str, str]]) -> None:
+    GROUPS[name] = Group(name, what, register, sources)
 
 
 class Registry(Generic[T]):

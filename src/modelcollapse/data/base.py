@@ -19,7 +19,7 @@ import numpy as np
 
 from ..batch import REAL, Batch
 from ..params import Spec
-from ..registry import Registry
+from ..registry import Registry, entry_point_group
 
 
 @dataclass
@@ -107,6 +107,14 @@ def register_data(name: str, cls: Any = None) -> Any:
     DATA.add(name, cls, replace=same_class(DATA._items.get(name), cls), module=cls.__module__)
     return cls
 
+
+def _from_entry_point(name: str, obj: Any) -> None:
+    """A ``modelcollapse.data`` entry point names a DataSpec subclass (or a module that registers its own)."""
+    if isinstance(obj, type) and name not in DATA._items:
+        register_data(name, obj)
+
+
+entry_point_group("modelcollapse.data", "data kind", _from_entry_point, DATA.sources)
 
 _CACHE: dict[str, Source] = {}  # loaded dataset sources, by spec: reading MNIST twice is waste
 

@@ -2,10 +2,10 @@
 
 from . import continuous, discrete, images, text  # noqa: F401  (registration side effects)
 from ..registry import UnknownNameError
-from .registry import METRIC_SOURCES, Metric, MetricContext, all_metric_names, available, register, resolve
+from .registry import Metric, MetricContext, all_metric_names, available, register, resolve, sources
 
-__all__ = ["METRIC_SOURCES", "Metric", "MetricContext", "all_metric_names", "available", "defaults", "register",
-           "resolve"]
+__all__ = ["Metric", "MetricContext", "all_metric_names", "available", "defaults", "register",
+           "resolve", "sources"]
 
 
 def defaults(model_kind: str, data_kind: str, params: dict | None = None) -> list[str]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..registry import UnknownNameError, origin, suggest
+from ..registry import UnknownNameError, entry_point_group, origin, suggest
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Metric:
     vector: bool = False  # one vector per replicate (stored, not plotted as a curve)
     needs: frozenset[str] = frozenset()  # "heldout", "classifier", "model0": prepared only when needed
     requires: frozenset[str] = frozenset()  # methods the family must offer (Family.supports)
+    source: str = "built-in"  # where it was registered (see modelcollapse plugins)
 
     def applies(self, model_kind: str, data_kind: str, params: dict[str, Any] | None = None) -> bool:
         from ..data import DATA
@@ -75,8 +76,6 @@ class Metric:
 
 
 _METRICS: dict[str, list[Metric]] = {}
-#: metric name -> where it was registered (built-in, a plug-in, user code)
-METRIC_SOURCES: dict[str, str] = {}
 
 CONTINUOUS_DATA = frozenset({"gaussian", "gmm"})  # data kinds whose truth is a Gaussian mixture
 DISCRETE_DATA = frozenset({"categorical", "zipf"})
@@ -99,16 +98,35 @@ def register(
 
     def deco(fn: Callable[[MetricContext], np.ndarray]) -> Callable[[MetricContext], np.ndarray]:
         metric = Metric(name, fn, None if models is None else frozenset(models), frozenset(data), higher_is_better,
-                        description, vector, frozenset(needs), frozenset(requires))
+                        description, vector, frozenset(needs), frozenset(requires), origin(fn.__module__))
         for other in _METRICS.get(name, []):
             if (other.models, other.data, other.requires) == (metric.models, metric.data, metric.requires):
                 raise ValueError(f"metric {name!r} registered twice for the same model and data kinds")
         _METRICS.setdefault(name, []).append(metric)
         _METRICS[name].sort(key=lambda m: -m.specificity)
-        METRIC_SOURCES.setdefault(name, origin(fn.__module__))
         return fn
 
     return deco
+
+
+def sources() -> dict[str, str]:
+    """metric name -> where its implementations came from (and for which families, when they say)."""
+    _load_plugins()
+    out = {}
+    for name, impls in sorted(_METRICS.items()):
+        by_source: dict[str, list[str]] = {}
+        for m in impls:
+            by_source.setdefault(m.source, []).extend(sorted(m.models or ()))
+        out[name] = "; ".join(src if src == "built-in" or not fams else f"{src} for {', '.join(fams)}"
+                              for src, fams in by_source.items())
+    return out
+
+
+def _from_entry_point(name: str, obj: Any) -> None:
+    """A ``modelcollapse.metrics`` entry point names a module (or function) whose import registered metrics."""
+
+
+entry_point_group("modelcollapse.metrics", "metric", _from_entry_point, lambda: sources())
 
 
 def all_metric_names() -> list[str]:

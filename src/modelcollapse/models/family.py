@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, Callable, TypeVar, overload
 
 from ..params import Spec, data_parameters, derive, model_fields
-from ..registry import Registry
+from ..registry import Registry, entry_point_group
 from .base import ReplicatedModel
 
 C = TypeVar("C", bound=type)
@@ -107,3 +107,12 @@ def same_class(entry: Any, cls: type) -> bool:
     """True when ``entry`` (a registered record or class) holds a redefinition of ``cls``."""
     old = getattr(entry, "cls", entry)
     return isinstance(old, type) and (old.__module__, old.__qualname__) == (cls.__module__, cls.__qualname__)
+
+
+def _from_entry_point(name: str, obj: Any) -> None:
+    """A ``modelcollapse.models`` entry point names a model class (or a module that registers its own)."""
+    if isinstance(obj, type) and name not in MODELS._items:
+        register_model(name, obj)
+
+
+entry_point_group("modelcollapse.models", "model family", _from_entry_point, MODELS.sources)

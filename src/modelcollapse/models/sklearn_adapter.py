@@ -27,7 +27,7 @@ from typing import Annotated, Any, Optional
 import numpy as np
 from pydantic import AfterValidator
 
-from ..registry import Registry
+from ..registry import Registry, entry_point_group
 from .base import RNG, BaseModel, FitError, draw
 from .family import register_model, same_class
 
@@ -245,3 +245,5 @@ class SklearnDensity(BaseModel):
 
 
 register_model("sklearn", SklearnDensity)
+entry_point_group("modelcollapse.estimators", "estimator", lambda name, obj: register_estimator(obj),
+                  ESTIMATORS.sources)

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from ..batch import Batch
 from ..params import Spec, dataclass_fields, derive
-from ..registry import Registry
+from ..registry import Registry, entry_point_group
 from ..models.family import same_class
 
 DrawReal = Callable[[int], Batch]
@@ -96,6 +96,15 @@ def _unused_real_fraction(kind: str) -> Callable[[dict[str, Any]], None]:
                              f"set it to 0 or use kind {' or '.join(repr(u) for u in users)}")
 
     return check
+
+
+def _from_entry_point(name: str, obj: Any) -> None:
+    """A ``modelcollapse.policies`` entry point names a Policy dataclass (or a module that registers its own)."""
+    if isinstance(obj, type) and name not in POLICIES._items:
+        register_policy(name, obj)
+
+
+entry_point_group("modelcollapse.policies", "policy", _from_entry_point, POLICIES.sources)
 
 
 def build_policy(spec: PolicySpec) -> Policy:

@@ -90,7 +90,7 @@ def test_report_command(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
     assert (out / "report.html").exists()
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "not a run directory" in capsys.readouterr().err
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_presets_and_show(capsys):

@@ -124,7 +124,15 @@ def test_run_directory_contents(tmp_path):
     assert [p["generation"] for p in manifest["provenance"]] == list(range(spec.generations + 1))
     assert manifest["provenance"][0] == {"generation": 0, "size": 20, "real": 20.0, "synthetic": 0.0}
     gen3 = store.generation(3)
-    assert gen3["model/mean"].shape == (6, 1) and gen3["provenance"].shape == (6, 4)
+    assert gen3["model/mean"].shape == (6, 1)
+    # Provenance is stored as its non-zero columns (replace: the previous generation only) ...
+    np.testing.assert_array_equal(gen3["provenance/sources"], [3])  # column j + 1 = generation j = 2
+    assert gen3["provenance/counts"].shape == (6, 1)
+    dense = store.provenance(3)  # ... and read back whole
+    assert dense.shape == (6, 4) and (dense[:, 3] == 20).all() and dense[:, :3].sum() == 0
+    # Each generation's metric values are kept in its file too (metric rows can be rebuilt from them).
+    values = [r["variance_ratio"] for r in rows if r["generation"] == 3]
+    np.testing.assert_array_equal(gen3["metric/variance_ratio"], values)
     assert not list(store.path.rglob("*.tmp")) and not list(store.path.rglob("*.pkl"))
 
 
@@ -140,8 +148,11 @@ def test_resume_refuses_a_different_spec(tmp_path):
     store = run(_spec("gaussian", "generations=2"), tmp_path / "run", progress=False)
     with pytest.raises(RunDirError, match="train_size"):
         run(_spec("gaussian", "train_size=50"), store.path, resume=True, progress=False)
-    with pytest.raises(RunDirError, match="not a run directory"):
+    with pytest.raises(RunDirError, match="does not exist"):
         run(_spec("gaussian"), tmp_path / "nothing", resume=True, progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunDirError, match="not a run directory"):
+        run(_spec("gaussian"), tmp_path / "empty", resume=True, progress=False)
 
 
 def test_a_failing_replicate_stops_and_the_others_go_on(tmp_path, monkeypatch):

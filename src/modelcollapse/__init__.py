@@ -14,9 +14,10 @@ Extending it from a notebook (a package does the same through entry points, see
     modelcollapse.register_estimator(MyDensity)              # allowed in model: {kind: sklearn}
 """
 
+from typing import Any
+
 from .config import ExperimentSpec, SpecError, load_spec
 from .data import DataSpec, Source, register_data
-from .loop import run
 from .metrics import register as register_metric
 from .models import BaseModel, register_model
 from .models.sklearn_adapter import register_estimator
@@ -27,3 +28,12 @@ __version__ = "0.1.0"
 __all__ = ["FROM_DATA", "BaseModel", "DataSpec", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
            "load_spec", "register_data", "register_estimator", "register_metric", "register_model", "register_policy",
            "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # The run loop (and the progress bar library) load when first used: `modelcollapse show` stays quick.
+    if name == "run":
+        from .loop import run
+
+        return run
+    raise AttributeError(f"module 'modelcollapse' has no attribute {name!r}")

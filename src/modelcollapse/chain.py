@@ -25,6 +25,7 @@ from .data import Source, load_source
 from .errors import DataError
 from .models import MODELS, FitError, ReplicatedModel
 from .policies import Policy, build_policy
+from .pool import WorkerPool
 from .rng import RandomStreams
 
 
@@ -72,6 +73,11 @@ class Chain:
         self.aux: dict[str, Any] = prepared.aux
         self.info: dict[str, Any] = prepared.info  # facts about the run for the manifest
         self.fit_kwargs: dict[str, Any] = prepared.fit_kwargs  # e.g. validation blocks for best-epoch selection
+        self.pool = WorkerPool(spec.workers)  # processes for per-replicate fits, started on first use
+
+    def close(self) -> None:
+        """End the worker processes (the loop calls this however the run ends)."""
+        self.pool.close()
 
     # -- the two kinds of generation --------------------------------------------------
     def first(self) -> Generation:
@@ -98,7 +104,8 @@ class Chain:
 
     def _fit_and_measure(self, g: int, train: Batch, synthetic: Batch | None) -> Generation:
         if isinstance(self.model, ReplicatedModel):
-            self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, **self.fit_kwargs)
+            self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, pool=self.pool,
+                           **self.fit_kwargs)
             newly = {r: why for r, why in self.model.stopped.items() if r not in self.stopped}
         else:
             self.model.fit(train.X)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -30,12 +32,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="override a spec key, e.g. --set policy.kind=accumulate (value parsed as YAML); repeatable")
     r.add_argument("--out", type=Path, help="run directory (default: runs/NAME-TIMESTAMP)")
     r.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    r.add_argument("--repair", action="store_true", help="with --resume: repair the run directory first "
+                                                         "(as `modelcollapse repair` does)")
+    r.add_argument("--force", action="store_true", help="run even when the estimated memory or disk exceeds "
+                                                        "what this machine has")
     r.add_argument("--workers", type=int, help="processes for families fitted per replicate (gmm, kde)")
     r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run directory")
     rep.add_argument("run_dir", type=Path)
+
+    fix = sub.add_parser("repair", help="check a run directory and rebuild what can be rebuilt (metric rows, "
+                                        "provenance, the manifest, real data); say what cannot")
+    fix.add_argument("run_dir", type=Path)
 
     sub.add_parser("presets", help="list the built-in presets (and the installed plug-ins)")
     sub.add_parser("plugins", help="list every model family, data kind, policy, metric and estimator, and where "
@@ -51,28 +61,37 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins}
+        commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins,
+                    "repair": _repair}
         _report_broken_plugins(err)
         return commands[args.command](args, err)
-    except SpecError as exc:
-        err.print(f"[red]error:[/] {exc}", markup=True)
-        return EXIT_USAGE
-    except RunDirError as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (SpecError, RunDirError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         err.print("\ninterrupted; continue with: modelcollapse run --resume --out DIR")
         return EXIT_INTERRUPTED
 
 
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM ends a run as Ctrl-C does: the manifest says "interrupted", workers end, the lock is freed."""
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace, err: Console) -> int:
     from .loop import run  # deferred: keeps `presets` and `show` instant
 
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     if args.workers is not None:
         args.overrides.append(f"workers={args.workers}")
+    if args.repair and not args.resume:
+        raise RunDirError("--repair goes with --resume (or use `modelcollapse repair DIR`)")
     if args.resume:
         if args.out is None:
             raise RunDirError("--resume needs --out DIR, the run directory to continue")
+        if args.repair and _repair_dir(args.out, err) == "damaged":
+            return EXIT_FAILED
         spec = load_spec(args.spec, args.overrides) if args.spec else _stored_spec(args.out, args.overrides)
     else:
         if not args.spec:
@@ -82,9 +101,14 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     out = args.out or distributed.broadcast(Path("runs") / f"{spec.name}-{datetime.now():%Y%m%d-%H%M%S}")
     if not distributed.is_main():
         err = Console(stderr=True, quiet=True)
+    if not args.resume and distributed.is_main():
+        from .store import RunStore
+
+        RunStore.check_new(Path(out))
+    _say_estimate(spec, out, err, force=args.force, existing=args.resume)
     err.print(f"running [bold]{spec.name}[/]: {spec.replicates} replicates × {spec.generations} generations → {out}")
     try:
-        store = run(spec, out, resume=args.resume, progress=not args.quiet and distributed.is_main())
+        store = run(spec, out, resume=args.resume, progress=not args.quiet and distributed.is_main(), force=args.force)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted; continue with: modelcollapse run --resume --out {out}")
         return EXIT_INTERRUPTED
@@ -105,19 +129,54 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 def _stored_spec(out: Path, overrides: list[str]):
     from .store import RunStore
 
-    store = RunStore.open(out)
-    import yaml
+    RunStore.open(out)  # a clear error for a directory that is not a run
+    return load_spec(str(out / "config.yaml"), overrides)
 
-    return load_spec(yaml.safe_load(store.config_text()), overrides)
+
+def _say_estimate(spec, out: Path, err: Console, *, force: bool, existing: bool) -> None:
+    """Refuse a run too large for this machine, before anything is written; print the estimate when large."""
+    from .resources import LARGE, check
+
+    est = check(spec, out, force=force, existing=existing)
+    if est.memory > LARGE or est.disk > LARGE:
+        err.print(f"estimated: {escape(est.describe())}")
 
 
 def _report(args: argparse.Namespace, err: Console) -> int:
     from .report import write_report
-    from .store import RunStore
 
-    RunStore.open(args.run_dir)  # a clear error for a directory that is not a run
     err.print(f"report: {write_report(args.run_dir)}")
     return EXIT_OK
+
+
+def _repair(args: argparse.Namespace, err: Console) -> int:
+    return EXIT_FAILED if _repair_dir(args.run_dir, err) == "damaged" else EXIT_OK
+
+
+def _repair_dir(path: Path, err: Console) -> str:
+    """Repair a run directory, print what was done and what is lost; return its status after."""
+    from . import integrity
+    from .store import RunStore, locked
+
+    store = RunStore.open(path)
+    with locked(store):
+        verdict = integrity.verify(store)
+        if not verdict.problems:
+            err.print(f"{path}: intact, nothing to repair")
+            return store.manifest().get("status", "unknown")
+        for problem in verdict.problems:
+            err.print(f"found: {escape(str(problem))}")
+        try:
+            outcome = integrity.repair(store)
+        except integrity.Unrepairable as exc:
+            err.print(f"[red]cannot repair:[/] {escape(str(exc))}")
+            return "damaged"
+    for action in outcome.actions:
+        err.print(f"repaired: {escape(action)}")
+    for lost in outcome.lost:
+        err.print(f"[yellow]lost:[/] {escape(lost)}")
+    err.print(f"{path}: status {outcome.status}")
+    return outcome.status
 
 
 def _presets(args: argparse.Namespace, err: Console) -> int:
@@ -168,7 +227,11 @@ def _plugins(args: argparse.Namespace, err: Console) -> int:
 
 
 def _show(args: argparse.Namespace, err: Console) -> int:
-    sys.stdout.write(load_spec(args.spec, args.overrides).to_yaml())
+    from .resources import estimate
+
+    spec = load_spec(args.spec, args.overrides)
+    sys.stdout.write(spec.to_yaml())
+    err.print(f"estimated: {escape(estimate(spec).describe())}")
     return EXIT_OK
 
 

@@ -9,10 +9,11 @@ policy is as much a part of the schema as a built-in one.
 
 from __future__ import annotations
 
+import math
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
@@ -30,7 +31,9 @@ DEFAULT_KIND = "gaussian"
 
 
 class ReportSpec(Spec):
-    density_generations: list[int] = Field(default_factory=lambda: [0, 50, 100, 150, 200, 350, 2000])
+    # Generations the run has not reached (yet: --resume can extend it) are skipped.
+    density_generations: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [0, 50, 100, 150, 200, 350, 2000])
     replicates_shown: int = Field(3, ge=1)
 
 
@@ -73,7 +76,7 @@ class ExperimentSpec(Spec):
     model: SerializeAsAny[ModelSpec] = Field(default_factory=lambda: _spec_of("model", DEFAULT_KIND)())
     policy: SerializeAsAny[PolicySpec] = Field(default_factory=lambda: _spec_of("policy", "replace")())
     metrics: Optional[list[str]] = None
-    workers: int = Field(1, ge=1)
+    workers: int = Field(1, ge=1, le=512)
     checkpoint_every: Optional[int] = Field(None, ge=1)  # generations; None = every few seconds
     # Fitted parameters kept in generations/*: "all", or "ends" (generation 0 and the latest only,
     # for models of hundreds of MB; metrics, provenance and previews are kept for every generation).
@@ -119,23 +122,69 @@ def presets() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; a megabyte is a wrong file
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """YAML without aliases: a spec has no use for them, and a few nested ones expand to billions of nodes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a spec", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text as Python data; a syntax error names ``where``, the line and the column."""
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(filter(None, [exc.context, exc.problem]))
+        raise SpecError([f"{where}{position}: YAML error: {problem}"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError([f"{where}: YAML error: {exc}"]) from None
+
+
+def read_file(path: Path, what: str = "spec file") -> str:
+    """The text of a spec file; anything that is not a readable UTF-8 file is named as what it is."""
+    from .store import describe_path
+
+    problem = describe_path(path)
+    if problem:
+        raise SpecError([f"{what} {str(path)!r} {problem}"])
+    if path.stat().st_size > MAX_SPEC_BYTES:
+        raise SpecError([f"{what} {str(path)!r} is {path.stat().st_size:,} bytes: too large for a spec"])
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError([f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}): "
+                         "is it a binary file?"]) from None
+
+
 def read_source(source: Union[str, Path, dict]) -> dict:
     """A spec as a plain dict, from a preset name, a YAML path or a dict."""
     if isinstance(source, dict):
         return dict(source)
     text = str(source)
+    if "\0" in text:
+        raise SpecError([f"{text!r} is not a valid file name or preset"])
     path = Path(text)
     table = presets()
-    if path.is_file():
-        raw = yaml.safe_load(path.read_text())
+    if path.exists() and not (text in table and path.is_dir()):
+        raw = parse_yaml(read_file(path), text)
     elif text in table:  # a preset, even if a run directory of the same name sits here
-        raw = yaml.safe_load(table[text].read_text())
+        raw = parse_yaml(table[text].read_text(), f"preset {text}")
     elif path.suffix in (".yaml", ".yml") or "/" in text:
         raise SpecError([f"spec file {text!r} does not exist"])
     else:
         raise SpecError([f"{text!r} is neither a spec file nor a preset{suggest(text, list(table))}"])
     if not isinstance(raw, dict):
-        raise SpecError([f"{text!r} must hold a YAML mapping at the top level"])
+        kind = "empty" if raw is None else f"a YAML {type(raw).__name__}"
+        raise SpecError([f"{text!r} must hold a YAML mapping (key: value lines) at the top level; it is {kind}"])
     return raw
 
 
@@ -147,22 +196,39 @@ def apply_override(raw: dict, assignment: str) -> None:
     parts = key.strip().split(".")
     if not all(parts):
         raise SpecError([f"--set key {key!r} is malformed"])
-    try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError as exc:
-        raise SpecError([f"--set {key}: cannot parse value {value!r}: {exc}"]) from None
+    parsed = parse_yaml(value, f"--set {key}")
     node: Any = raw
-    for i, part in enumerate(parts[:-1]):
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
         if isinstance(node, list):
-            node = node[int(part)]
+            if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                raise SpecError([f"--set {key}: {'.'.join(parts[:i]) or 'the spec'} is a list of {len(node)}; "
+                                 f"{part!r} is not an index into it"])
+            if last:
+                node[int(part)] = parsed
+            else:
+                node = node[int(part)]
             continue
-        if not isinstance(node.get(part, {}), (dict, list)):
-            raise SpecError([f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping"])
-        node = node.setdefault(part, {})
-    if isinstance(node, list):
-        node[int(parts[-1])] = parsed
-    else:
-        node[parts[-1]] = parsed
+        if not isinstance(node, dict):
+            raise SpecError([f"--set {key}: {'.'.join(parts[:i])} is not a mapping"])
+        if last:
+            node[part] = parsed
+        elif not isinstance(node.get(part, {}), (dict, list)):
+            raise SpecError([f"--set {key}: {where} is not a mapping"])
+        else:
+            node = node.setdefault(part, {})
+
+
+def non_finite(value: Any, path: str = "") -> list[str]:
+    """Keys holding NaN or an infinity anywhere in a raw spec (a spec never needs one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"{path or 'spec'}: must be a finite number, got {value}"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_finite(v, f"{path}.{k}" if path else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite(v, f"{path}[{i}]")]
+    return []
 
 
 def load_spec(source: Union[str, Path, dict], overrides: tuple[str, ...] | list[str] = ()) -> ExperimentSpec:
@@ -174,6 +240,9 @@ def load_spec(source: Union[str, Path, dict], overrides: tuple[str, ...] | list[
 
 
 def validate(raw: dict) -> ExperimentSpec:
+    bad = non_finite(raw)
+    if bad:
+        raise SpecError(bad)
     try:
         return ExperimentSpec.model_validate(raw)
     except ValidationError as exc:
@@ -192,6 +261,8 @@ def _describe(err: dict, raw: dict) -> str:
     msg = msg.removeprefix("Value error, ")
     head, sep, rest = msg.partition(": ")
     if kind == "value_error" and sep and re.fullmatch(r"[A-Za-z_][\w.\[\]]*", head):
+        if loc and (key == head or key.endswith("." + head)):  # a field validator naming its own field
+            return f"{key}: {rest}"
         return f"{key + '.' if loc else ''}{head}: {rest}"
     if kind == "value_error" and isinstance(err.get("ctx", {}).get("error"), UnknownNameError):
         return f"{key}: {err['ctx']['error']}"

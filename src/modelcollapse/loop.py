@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from . import distributed
-from .chain import Chain, Generation
-from .config import ExperimentSpec, validate
+from . import distributed, integrity, resources
 from .batch import REAL, Batch
-from .store import RunDirError, RunStore, now
+from .chain import Chain, Generation
+from .config import ExperimentSpec
+from .results import MetricWriter, metrics_format, part_files
+from .store import APPENDED, RunDirError, RunStore, now, sparse_provenance
+
+#: Written into every generation file: 2 adds metric/*, sparse provenance and stop reasons.
+GENERATION_FORMAT = "2"
 
 #: With ``checkpoint_every: null`` (the default) a checkpoint is written when this many
 #: seconds have passed since the last one: at most a few seconds of work are redone on
@@ -23,32 +27,48 @@ from .store import RunDirError, RunStore, now
 CHECKPOINT_SECONDS = 5.0
 
 
-def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress: bool = True) -> RunStore:
+def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress: bool = True,
+        force: bool = False) -> RunStore:
     """Run ``spec`` into ``out`` (or continue it there with ``resume=True``) and return the store.
 
-    Under a multi-process launch (see :mod:`.distributed`) every process runs the chain and
-    only the main one writes ``out`` or draws the progress bar.
+    Before anything is written the run's memory and disk needs are estimated (see
+    :mod:`.resources`): a run that would not fit is refused unless ``force``. Under a
+    multi-process launch (see :mod:`.distributed`) every process runs the chain and only the
+    main one writes ``out`` or draws the progress bar.
     """
     writable = distributed.is_main()
     if resume:
-        store, chain, start, offsets = _resume(spec, Path(out), writable=writable)
+        store, chain, start, writer = _resume(spec, Path(out), writable=writable, force=force)
         spec = chain.spec
     else:
+        resources.check(spec, Path(out), force=force)
         chain = Chain(spec)  # before the directory exists: a failure here leaves nothing behind
         store = RunStore.create(out, spec.to_yaml(), writable=writable)
-        store.update_manifest(info=chain.info)
-        start, offsets = 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
-    manifest = store.manifest() if resume else {}
+        fmt = metrics_format(spec.replicates, spec.generations)
+        store.update_manifest(info=chain.info, metrics_format=fmt)
+        start, writer = 0, MetricWriter(store, fmt)
+    try:
+        _generations(store, chain, start, writer, progress=progress and writable)
+    finally:
+        chain.close()
+        store.unlock()
+    return store
+
+
+def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter, *, progress: bool) -> None:
+    spec, writable = chain.spec, store.writable
+    manifest = store.manifest() if start and writable else {}
     summary = [p for p in manifest.get("provenance", []) if p["generation"] < start]
+    ledger = store.ledger if start else integrity.Ledger()
     t0 = last_checkpoint = time.perf_counter()
     elapsed0 = manifest.get("elapsed_seconds", 0.0)
     try:
-        with _progress(progress and writable, spec) as bar:
+        with _progress(progress, spec) as bar:
             task = bar.add_task(spec.name, total=spec.generations + 1, completed=start) if bar else None
             for g in range(start, spec.generations + 1):
                 gen = chain.first() if g == 0 else chain.step(g)
                 if writable:  # the other processes skip reading out the parameters too
-                    offsets, line = _record(store, chain, gen)
+                    line = _record(store, chain, gen, writer, ledger)
                     summary.append({k: line[k] for k in ("generation", "size", "real", "synthetic")})
                 all_stopped = len(chain.stopped) == spec.replicates
                 due = (
@@ -57,7 +77,7 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
                     else time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS
                 )
                 if due or g == spec.generations or all_stopped:
-                    _checkpoint(store, chain, g, offsets, summary, elapsed0 + time.perf_counter() - t0)
+                    _checkpoint(store, chain, g, writer, ledger, summary, elapsed0 + time.perf_counter() - t0)
                     last_checkpoint = time.perf_counter()
                 if bar:
                     bar.update(task, advance=1)
@@ -71,7 +91,6 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
         store.update_manifest(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     store.update_manifest(status="completed", finished=now(), elapsed_seconds=elapsed0 + time.perf_counter() - t0)
-    return store
 
 
 def _progress(enabled: bool, spec: ExperimentSpec) -> Any:
@@ -88,73 +107,68 @@ def _progress(enabled: bool, spec: ExperimentSpec) -> Any:
     )
 
 
-def _record(store: RunStore, chain: Chain, gen: Generation) -> tuple[dict[str, int], dict]:
-    """Write one generation: parameters and provenance (npz), metric rows, provenance line."""
+def _record(store: RunStore, chain: Chain, gen: Generation, writer: MetricWriter, ledger: integrity.Ledger) -> dict:
+    """Write one generation: its file (parameters, metric values, provenance), metric rows, provenance line."""
     g, spec = gen.index, chain.spec
     arrays = {f"model/{k}": v for k, v in chain.model_state().items()}
-    arrays["provenance"] = gen.provenance
+    arrays.update(sparse_provenance(gen.provenance))
     arrays["stopped"] = np.array([r in chain.stopped for r in range(spec.replicates)])
+    arrays.update({f"metric/{name}": np.asarray(values, dtype=np.float64) for name, values in gen.metrics.items()})
     if gen.synthetic is not None and chain.policy.needs_history:
         arrays["synthetic_X"], arrays["synthetic_origin"] = gen.synthetic.X, gen.synthetic.origin
     arrays.update(gen.extras)
-    store.write_tensors(store.generation_file(g), arrays)
-    if spec.keep_params == "ends" and g >= 2:  # the previous generation is no longer the latest
-        previous = store.generation_file(g - 1)
-        store.write_tensors(previous, {k: v for k, v in store.read_tensors(previous).items() if not k.startswith("model/")})
+    meta = {"format": GENERATION_FORMAT, "stopped": json.dumps({str(r): why for r, why in gen.newly_stopped.items()})}
+    store.write_tensors(store.generation_file(g), arrays, meta)
+    ledger.record(g, *integrity.split_model(arrays), meta)
+    if spec.keep_params == "ends":
+        _drop_models(store, ledger)
     if g == 0:
         real = {"X": chain.real.X}
         if chain.real.labels is not None:
             real["labels"] = chain.real.labels
         if chain.source.stores_heldout:  # a dataset's fixed test split is rebuilt from the spec instead
             real["heldout"] = chain.heldout
-        store.write_npz("real.npz", real)
-    columns = {name: _json_column(values) for name, values in gen.metrics.items()}
-    rows = []
-    for r in range(spec.replicates):
-        row: dict[str, Any] = {"replicate": r, "generation": g}
-        stopped = chain.stopped.get(r)
-        for name, column in columns.items():
-            row[name] = column[r] if stopped is None else None
-        if stopped is not None:
-            row["stopped"] = stopped
-        rows.append(row)
-    mean_counts = gen.provenance.mean(axis=0)
-    line = {
+        ledger.real = store.write_npz("real.npz", real)
+    writer.add(g, gen.metrics, chain.stopped, spec.replicates)
+    line = provenance_line(g, gen.provenance)
+    store.append_jsonl("provenance.jsonl", [line])
+    return line
+
+
+def provenance_line(g: int, counts: np.ndarray) -> dict:
+    """A generation's line in provenance.jsonl, from its (R, g + 1) counts."""
+    mean_counts = counts.mean(axis=0)
+    return {
         "generation": g,
-        "size": int(gen.provenance[0].sum()),
+        "size": int(counts[0].sum()),
         "real": float(mean_counts[0]),
         "synthetic": float(mean_counts[1:].sum()),
         "sources": {("real" if j == 0 else str(j - 1)): float(c) for j, c in enumerate(mean_counts) if c > 0},
     }
-    offsets = {
-        "metrics.jsonl": store.append_jsonl("metrics.jsonl", rows, clean=True),
-        "provenance.jsonl": store.append_jsonl("provenance.jsonl", [line]),
-    }
-    return offsets, line
 
 
-def _json_column(values: np.ndarray) -> list:
-    """A metric's per-replicate values as JSON-ready lists: NaN (missing) becomes None."""
-    values = np.asarray(values, dtype=float)
-    finite = ~np.isnan(values)
-    out = values.tolist()
-    if finite.all():
-        return out
-    if values.ndim == 1:
-        return [v if ok else None for v, ok in zip(out, finite)]
-    return [[v if ok else None for v, ok in zip(row, oks)] for row, oks in zip(out, finite)]
+def _drop_models(store: RunStore, ledger: integrity.Ledger) -> None:
+    """``keep_params: ends``: drop the parameters of generations no resume can need any more (the
+    file's other contents, and so its digest, stay as they were)."""
+    for k in sorted(set(ledger.models) - ledger.protected()):
+        name = store.generation_file(k)
+        kept = integrity.split_model(store.read_tensors(name))[0]
+        store.write_tensors(name, kept, store.tensor_metadata(name))
+        del ledger.models[k]
 
 
-def _checkpoint(
-    store: RunStore, chain: Chain, g: int, offsets: dict[str, int], summary: list[dict], elapsed: float
-) -> None:
+def _checkpoint(store: RunStore, chain: Chain, g: int, writer: MetricWriter, ledger: integrity.Ledger,
+                summary: list[dict], elapsed: float) -> None:
+    writer.flush()
     arrays = chain.streams.state_arrays()
-    arrays["generation"] = np.array(g)
-    arrays["offsets"] = np.array([offsets["metrics.jsonl"], offsets["provenance.jsonl"]])
+    arrays.update(integrity.covered(store, g, writer, ledger))
     stopped = sorted(chain.stopped.items())
     arrays["stopped_replicates"] = np.array([r for r, _ in stopped], dtype=np.int64)
     arrays["stopped_reasons"] = np.array([why for _, why in stopped], dtype=str)
-    store.write_npz("checkpoint.npz", arrays)
+    store.write_checkpoint(arrays)
+    ledger.checkpoints = [*ledger.checkpoints, g][-2:]  # the previous checkpoint is kept: a resume may fall back
+    if chain.spec.keep_params == "ends":
+        _drop_models(store, ledger)
     store.update_manifest(
         generations_completed=g,
         elapsed_seconds=elapsed,
@@ -163,27 +177,46 @@ def _checkpoint(
     )
 
 
-def _resume(spec: ExperimentSpec | None, out: Path, *, writable: bool = True) -> tuple[RunStore, Chain, int, dict[str, int]]:
+def _resume(spec: ExperimentSpec | None, out: Path, *, writable: bool = True,
+            force: bool = False) -> tuple[RunStore, Chain, int, MetricWriter]:
     store = RunStore.open(out, writable=writable)
-    stored = validate(yaml.safe_load(store.config_text()))
+    store.lock()
+    try:
+        return _resume_locked(store, spec, force=force)
+    except BaseException:
+        store.unlock()
+        raise
+
+
+def _resume_locked(store: RunStore, spec: ExperimentSpec | None, *, force: bool) -> tuple[RunStore, Chain, int, MetricWriter]:
+    verdict = integrity.verify(store)
+    if verdict.problems:
+        raise RunDirError(verdict.refusal(store.path))
+    stored = verdict.spec
     spec = _compatible(stored, spec)
-    if not store.has("checkpoint.npz"):  # stopped before its first checkpoint: nothing to keep
-        for name in ("metrics.jsonl", "provenance.jsonl"):
+    resources.check(spec, store.path, force=force, existing=True)
+    fmt = verdict.metrics_format
+    if verdict.checkpoint is None:  # stopped before its first checkpoint: nothing to keep
+        for name in APPENDED:
             store.truncate(name, 0)
+            store.start_digest(name)
+        for part in part_files(store.path):
+            part.unlink()
         store.write_text("config.yaml", spec.to_yaml())
         store.update_manifest(status="running", provenance=[], resumed=[*store.manifest().get("resumed", []), now()])
-        return store, Chain(spec), 0, {"metrics.jsonl": 0, "provenance.jsonl": 0}
-    ck = store.read_npz("checkpoint.npz")
+        return store, Chain(spec), 0, MetricWriter(store, fmt)
+    ck = verdict.checkpoint
     g = int(ck["generation"])
-    offsets = {"metrics.jsonl": int(ck["offsets"][0]), "provenance.jsonl": int(ck["offsets"][1])}
+    offsets = integrity.offsets(ck)
     for name, off in offsets.items():
         store.truncate(name, off)
+        store.start_digest(name, off)
     chain = Chain(spec)
     real = store.read_npz("real.npz")
     history = []
     if chain.policy.needs_history:
         for k in range(1, g + 1):
-            z = store.generation(k)
+            z = store.read_tensors(store.generation_file(k), "synthetic_")
             history.append(Batch(z["synthetic_X"], z["synthetic_origin"]))
     manifest = store.manifest()
     stopped = {int(r): str(why) for r, why in zip(ck["stopped_replicates"], ck["stopped_reasons"])}
@@ -198,9 +231,14 @@ def _resume(spec: ExperimentSpec | None, out: Path, *, writable: bool = True) ->
         stopped0={int(r): stopped.get(int(r), "stopped at generation 0") for r in np.flatnonzero(gen0_stopped)},
         rng_state=ck,
     )
+    try:
+        previous = store.read_npz("checkpoint.prev.npz") if store.has("checkpoint.prev.npz") else None
+    except RunDirError:  # only a fall-back: a damaged one is simply not used
+        previous = None
+    store.ledger = integrity.Ledger.from_checkpoint(ck, previous)
     store.write_text("config.yaml", spec.to_yaml())
     store.update_manifest(status="running", finished=None, resumed=[*manifest.get("resumed", []), now()])
-    return store, chain, g + 1, offsets
+    return store, chain, g + 1, MetricWriter(store, fmt, integrity.parts(ck))
 
 
 def _compatible(stored: ExperimentSpec, given: ExperimentSpec | None) -> ExperimentSpec:

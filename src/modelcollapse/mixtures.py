@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.linalg import solve_triangular
-from scipy.optimize import brentq
-from scipy.special import logsumexp, ndtr
 
 Mixture = tuple[np.ndarray, np.ndarray, np.ndarray]  # weights (k,), means (k, d), covariances (k, d, d)
 
@@ -40,6 +37,8 @@ def batched_moments(mix: Mixture) -> tuple[np.ndarray, np.ndarray]:
 
 def _cross_log_overlap(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> np.ndarray:
     """log ∫ N(x; m1_i, c1_i) N(x; m2_j, c2_j) dx = log N(m1_i; m2_j, c1_i + c2_j), shape (k1, k2)."""
+    from scipy.linalg import solve_triangular  # scipy loads on first use: `show` and `presets` stay instant
+
     diff = m1[:, None, :] - m2[None, :, :]
     d = m1.shape[1]
     if _shared(c1) and _shared(c2):
@@ -61,6 +60,8 @@ def _shared(cov: np.ndarray) -> bool:
 
 def _log_inner(a: Mixture, b: Mixture, chunk: int = 256) -> float:
     """log ∫ f_a f_b, chunked so a 1000-point KDE stays within memory."""
+    from scipy.special import logsumexp
+
     wa, ma, ca = a
     wb, mb, cb = b
     parts = []
@@ -89,6 +90,8 @@ def moments(mix: Mixture) -> tuple[np.ndarray, np.ndarray]:
 
 def marginal_cdf(mix: Mixture, x: np.ndarray, axis: int) -> np.ndarray:
     """P(X_axis <= x) for each value in ``x``."""
+    from scipy.special import ndtr
+
     w, m, c = mix
     sd = np.sqrt(np.clip(c[:, axis, axis], 0.0, None))
     x = np.asarray(x, dtype=float)[..., None]
@@ -101,6 +104,8 @@ def marginal_cdf(mix: Mixture, x: np.ndarray, axis: int) -> np.ndarray:
 
 def marginal_quantile(mix: Mixture, q: float, axis: int) -> float:
     """The q-quantile of one coordinate, by root finding on the exact marginal CDF."""
+    from scipy.optimize import brentq
+
     w, m, c = mix
     sd = np.sqrt(c[:, axis, axis])
     lo, hi = float(np.min(m[:, axis] - 12 * sd)), float(np.max(m[:, axis] + 12 * sd))

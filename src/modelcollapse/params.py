@@ -23,9 +23,11 @@ from pydantic import BaseModel, ConfigDict, create_model, model_validator
 
 
 class Spec(BaseModel):
-    """Base of every spec section: unknown keys are errors, assignments are validated."""
+    """Base of every spec section: unknown keys are errors, assignments are validated, and types are
+    strict (``true`` is not an integer, ``"3"`` is not a number; an integer is a valid float), and a
+    number must be finite."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class FromData:

@@ -60,8 +60,9 @@ def load() -> None:
             return
         from .registry import GROUPS
 
+        found = metadata.entry_points()  # one scan of the installed distributions for every group
         for group in GROUPS.values():
-            for ep in sorted(metadata.entry_points(group=group.name), key=lambda e: e.name):
+            for ep in sorted(found.select(group=group.name), key=lambda e: e.name):
                 _load_one(group, ep)
 
 

@@ -90,6 +90,14 @@ class DataSpec(Spec):
         """The run-time source; dataset kinds override this to read their files."""
         return Source(self, self.truth())
 
+    def model_params_hint(self) -> dict[str, Any]:
+        """Hyperparameters a family takes from this data that are known without loading it (estimates)."""
+        return {}
+
+    def example_nbytes(self) -> int:
+        """Bytes of one example in memory (for the resource estimate); datasets say it without loading."""
+        return int(np.asarray(self.truth().sample(1, rng=np.random.default_rng(0))).nbytes)
+
 
 DATA: Registry[type[DataSpec]] = Registry("data kind")
 

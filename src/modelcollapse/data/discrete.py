@@ -80,6 +80,9 @@ class CategoricalData(DataSpec):
         check_probs(v, "probs")
         return v
 
+    def model_params_hint(self) -> dict[str, Any]:
+        return {"n_categories": len(self.probs)}
+
     def truth(self) -> CategoricalModel:
         probs = np.array(self.probs, dtype=float)
         return CategoricalModel(n_categories=len(probs)).load_state_dict({"probs": probs / probs.sum()})
@@ -97,6 +100,9 @@ class ZipfData(DataSpec):
     report_sections = (CATEGORIES,)
     categories: int = Field(100, ge=2)
     exponent: float = Field(1.1, gt=0)
+
+    def model_params_hint(self) -> dict[str, Any]:
+        return {"n_categories": self.categories}
 
     def truth(self) -> CategoricalModel:
         probs = zipf_probs(self.categories, self.exponent)

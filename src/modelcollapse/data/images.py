@@ -182,6 +182,10 @@ class _ImageSpec(DataSpec):
     test_fraction: float = Field(0.2, gt=0, lt=1)  # held-out share when the source has no split of its own
     split_seed: int = Field(0, ge=0)  # fixes the split (and any class resampling) for every run seed
 
+    def example_nbytes(self) -> int:
+        side = 8 if getattr(self, "base", self.kind) == "digits" or self.kind == "digits" else 28
+        return side * side * 4  # float32 pixels
+
     def _check_source(self) -> None:
         source, path = getattr(self, "source", None), getattr(self, "path", None)
         if source == "idx":

@@ -184,3 +184,6 @@ class TextData(DataSpec):
 
     def load(self) -> Source:
         return TextSource(self, load_text(self))
+
+    def example_nbytes(self) -> int:
+        return self.block_size * 8  # int64 token ids

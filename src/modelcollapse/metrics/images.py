@@ -10,8 +10,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy import linalg
-from scipy.spatial.distance import pdist
 
 from .registry import IMAGE_DATA, MetricContext, register
 
@@ -86,6 +84,8 @@ def minority_share(ctx: MetricContext) -> np.ndarray:
 @register("pixel_diversity", models=VAE, data=IMAGE_DATA, higher_is_better=True,
           description="mean pairwise Euclidean distance between samples (up to 500), in pixel space")
 def pixel_diversity(ctx: MetricContext) -> np.ndarray:
+    from scipy.spatial.distance import pdist
+
     S, out = _samples(ctx), np.full(ctx.replicates, np.nan)
     for r in _alive(ctx):
         flat = S[r, :500].reshape(min(500, S.shape[1]), -1)
@@ -111,6 +111,8 @@ def frechet_distance(ctx: MetricContext) -> np.ndarray:
 
 def frechet(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + tr(C1 + C2 - 2 (C1 C2)^1/2), with scipy's matrix square root."""
+    from scipy import linalg
+
     with warnings.catch_warnings():
         # Collapsed samples have a singular covariance; the square root is still the right limit.
         warnings.simplefilter("ignore", linalg.LinAlgWarning)

@@ -78,6 +78,17 @@ class BaseModel:
         called once before generation 0, after the data is loaded and before the run directory exists."""
 
     @classmethod
+    def state_nbytes(cls, params: dict[str, Any], example_nbytes: int, train_size: int) -> int | None:
+        """Bytes of one fitted model's ``state_dict`` (what each generation file stores per replicate),
+        for the resource estimate before a run; None when the family cannot say."""
+        return None
+
+    @classmethod
+    def fit_nbytes(cls, params: dict[str, Any], example_nbytes: int, train_size: int) -> int:
+        """Bytes one fit holds at its peak beyond the state (EM responsibilities, optimiser moments)."""
+        return 0
+
+    @classmethod
     def supports(cls, capability: str, params: dict[str, Any]) -> bool:
         """Whether models with hyperparameters ``params`` offer ``capability`` (a method name such as
         ``as_mixture``, which some metrics require)."""
@@ -133,14 +144,18 @@ class ReplicatedModel:
     def data_type(self) -> str:
         return self.factory().data_type
 
-    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, **fit_kwargs: Any) -> "ReplicatedModel":
-        """Fit every running replicate on its own data ``X[r]``; ``fit_kwargs`` go to each fit (e.g. X_val)."""
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, pool: Any = None,
+            **fit_kwargs: Any) -> "ReplicatedModel":
+        """Fit every running replicate on its own data ``X[r]``; ``fit_kwargs`` go to each fit (e.g. X_val).
+
+        With ``workers`` > 1 the fits run in ``pool`` (a :class:`~modelcollapse.pool.WorkerPool` the
+        caller keeps for the run), or in a pool made for this call."""
         seeds = [None] * len(self.models) if rng is None else [g.integers(2**63) for g in rng]
         todo = [r for r in range(len(self.models)) if r not in self.stopped]
         # A warm-started family continues from the previous generation's weights, passed as plain state.
         warm = getattr(self.factory(), "warm_start", False)
         prev = [self.models[r].state_dict() if warm and self.models[r] is not None else None for r in range(len(self.models))]
-        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r], fit_kwargs) for r in todo], workers)
+        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r], fit_kwargs) for r in todo], workers, pool)
         for r, (model, err) in zip(todo, results):
             self.models[r] = model
             if err is not None:
@@ -192,13 +207,16 @@ def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _map(fn: Callable, items: list, workers: int) -> list:
+def _map(fn: Callable, items: list, workers: int, pool: Any = None) -> list:
     # Under a multi-process launch each fit already spans every process: no worker pool on top.
     if workers <= 1 or len(items) <= 1 or distributed.launched():
         return [fn(it) for it in items]
-    from joblib import Parallel, delayed  # a scikit-learn dependency; loky processes
+    if pool is not None:
+        return pool.map(fn, items)
+    from ..pool import WorkerPool
 
-    return Parallel(n_jobs=workers)(delayed(fn)(it) for it in items)
+    with WorkerPool(workers) as own:
+        return own.map(fn, items)
 
 
 def _stack_with_nan(arrays: list[np.ndarray | None]) -> np.ndarray:

@@ -64,6 +64,14 @@ class CategoricalModel(BaseModel):
     data_type = "discrete"
     default_metrics = ("tv", "kl", "entropy", "support_size", "tail_mass", "gini_simpson")
 
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        return 8 * params.get("n_categories", 2)  # the probabilities
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return 16 * params.get("n_categories", 2)
+
     def __init__(self, *, n_categories: Annotated[int, FROM_DATA] = 2,
                  smoothing: Annotated[float, Field(ge=0)] = 0.0) -> None:
         self.n_categories = n_categories

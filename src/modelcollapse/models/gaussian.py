@@ -41,6 +41,11 @@ class GaussianModel(BaseModel):
     batched = True
     default_metrics = ("mean_error", "variance_ratio", "w2", "kl", "tail_mass")
 
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        d = example_nbytes // 8
+        return 8 * (d + d * d)
+
     def __init__(self, *, estimator: Literal["mle", "unbiased"] = "mle") -> None:
         self.estimator = estimator
 

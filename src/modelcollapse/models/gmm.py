@@ -7,16 +7,13 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.linalg import solve_triangular
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.mixture import GaussianMixture
 
 from .base import RNG, BaseModel, FitError, draw
 from .family import register_model
 from .gaussian import psd_sqrt
 
 
-def full_covariances(gm: GaussianMixture) -> np.ndarray:
+def full_covariances(gm: Any) -> np.ndarray:
     """Covariances of a fitted mixture as (k, d, d), whatever its ``covariance_type``."""
     k, d = gm.means_.shape
     cov = gm.covariances_
@@ -29,8 +26,11 @@ def full_covariances(gm: GaussianMixture) -> np.ndarray:
     return np.stack([np.eye(d) * c for c in cov])  # spherical
 
 
-def sklearn_mixture(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> GaussianMixture:
+def sklearn_mixture(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> Any:
     """A fitted-looking ``GaussianMixture`` with the given parameters (full covariances)."""
+    from scipy.linalg import solve_triangular
+    from sklearn.mixture import GaussianMixture  # scikit-learn loads on first use (CLI start-up)
+
     gm = GaussianMixture(n_components=len(weights), covariance_type="full")
     gm.weights_ = np.asarray(weights, dtype=float)
     gm.means_ = np.asarray(means, dtype=float)
@@ -90,6 +90,9 @@ class GMMModel(BaseModel):
             raise ValueError(f"X must have shape (n, d), got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise FitError("training data contains non-finite values")
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.mixture import GaussianMixture
+
         seed = None if rng is None else int(rng.integers(2**31 - 1))
         gm = GaussianMixture(random_state=seed, **self.get_params())
         with warnings.catch_warnings(record=True) as caught:
@@ -99,6 +102,15 @@ class GMMModel(BaseModel):
         self.converged_ = bool(gm.converged_) and not any(issubclass(w.category, ConvergenceWarning) for w in caught)
         self.n_iter_ = int(gm.n_iter_)
         return self
+
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        d, k = example_nbytes // 8, params["n_components"]
+        return 8 * k * (1 + d + d * d)
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return 8 * 3 * train_size * params["n_components"]  # EM's responsibilities and log densities
 
     @classmethod
     def check_spec(cls, spec: Any) -> None:
@@ -112,7 +124,7 @@ class GMMModel(BaseModel):
         self._mixture = None
 
     @property
-    def mixture_(self) -> GaussianMixture:
+    def mixture_(self) -> Any:
         """scikit-learn's mixture with these parameters, built on first use: loading a collapsed
         (singular) fit to read its parameters must not need the Cholesky factors scoring needs."""
         self._check_fitted()

@@ -6,7 +6,6 @@ from typing import Annotated, Any, Union
 
 import numpy as np
 from pydantic import BeforeValidator
-from sklearn.neighbors import KernelDensity
 
 from .base import RNG, BaseModel, draw
 from .family import register_model
@@ -44,6 +43,14 @@ class KDEModel(BaseModel):
 
     default_metrics = ("nll", "tail_mass", "w1", "w2", "variance_ratio")
 
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        return train_size * example_nbytes  # the training points, kept
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return train_size * example_nbytes  # scikit-learn's tree over them
+
     def __init__(self, *, bandwidth: Bandwidth = "scott") -> None:
         self.bandwidth = bandwidth
 
@@ -51,6 +58,8 @@ class KDEModel(BaseModel):
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError(f"X must have shape (n, d) with n > 0, got {X.shape}")
+        from sklearn.neighbors import KernelDensity  # scikit-learn loads on first use (CLI start-up)
+
         self.kde_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth).fit(X)
         self.data_ = X
         self.bandwidth_ = float(self.kde_.bandwidth_)
@@ -101,6 +110,8 @@ class KDEModel(BaseModel):
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "KDEModel":
         data = np.asarray(state["data"], dtype=float)
+        from sklearn.neighbors import KernelDensity
+
         bw = float(state["bandwidth"])
         self.kde_ = KernelDensity(kernel="gaussian", bandwidth=bw).fit(data)
         self.data_, self.bandwidth_ = data, bw

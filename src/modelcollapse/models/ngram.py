@@ -59,6 +59,14 @@ class NGramModel(BaseModel):
     data_type = "text"
     default_metrics = TEXT_METRICS
 
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        return 2 * train_size * (example_nbytes // 8)  # the training blocks (as uint16 for most vocabularies)
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return 3 * params["order"] * 16 * train_size * (example_nbytes // 8)  # n-gram keys and counts
+
     def __init__(self, *, vocab_size: Annotated[int, FROM_DATA] = 2, order: Annotated[int, Field(ge=1, le=6)] = 3,
                  discount: Annotated[float, Field(ge=0, lt=1)] = 0.0, decoding: Literal["sample", "greedy"] = "sample",
                  gen_tokens: Annotated[int, FROM_DATA] = 64) -> None:
@@ -173,7 +181,9 @@ class NGramModel(BaseModel):
         """The training blocks: counting them again is exact and fast, and the tables'
         sizes differ between replicates, which the run directory's stacked arrays cannot hold."""
         self._check_fitted()
-        return {"data": self.data_}
+        # The smallest integer type that holds every id: a 20,000-word vocabulary stores as uint16,
+        # a quarter of the disk of int64 (load_state_dict counts from int64 again: numbers unchanged).
+        return {"data": self.data_.astype(np.min_scalar_type(max(int(self.vocab_size) - 1, 0)))}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "NGramModel":
         return self.fit(np.asarray(state["data"]).astype(np.int64))

@@ -108,6 +108,14 @@ class SklearnDensity(BaseModel):
         self.params = params
 
     @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        return train_size * example_nbytes  # the training data it keeps (a KDE needs it; it is small for others)
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return 8 * 10 * train_size  # the estimator's working arrays
+
+    @classmethod
     def check_params(cls, p: dict[str, Any]) -> None:
         params = dict(p.get("params") or {})
         if "random_state" in params:

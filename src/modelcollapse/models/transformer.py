@@ -168,6 +168,19 @@ class TransformerModel(BaseModel):
 
     # -- hooks the engine calls ------------------------------------------------------------
     @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        if params["source"] != "tiny":
+            return None  # a pretrained model's size is known once it is loaded
+        e, layers = params["n_embd"], params["n_layer"]
+        weights = 12 * layers * e * e + 2 * 50_000 * e  # blocks, and embeddings for a word-level vocabulary
+        return 4 * weights
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        state = cls.state_nbytes(params, example_nbytes, train_size)
+        return 3 * state if state else 0  # gradients and AdamW's two moments
+
+    @classmethod
     def check_params(cls, p: dict[str, Any]) -> None:
         if p["source"] == "pretrained" and not p["name_or_path"]:
             raise ValueError("name_or_path: source 'pretrained' needs a local directory or a hub id")

@@ -257,6 +257,16 @@ class VAEModel(BaseModel):
         return state
 
     @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        pixels, h, z = example_nbytes // 4, params["hidden"], params["latent_dim"]
+        weights = 2 * (pixels * h + h * h + 2 * h * z) if params["architecture"] == "mlp" else 4 * pixels * 64 + h * 64
+        return 4 * weights  # float32 weights
+
+    @classmethod
+    def fit_nbytes(cls, params, example_nbytes, train_size):
+        return 3 * cls.state_nbytes(params, example_nbytes, train_size) + 4 * train_size * example_nbytes  # grads, Adam
+
+    @classmethod
     def check_source(cls, params: dict[str, Any], source: Any) -> None:
         shape = tuple(source.truth.image_shape)
         if params.get("architecture") == "conv" and any(s % 4 for s in shape):

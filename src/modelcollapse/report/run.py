@@ -9,21 +9,19 @@ models rebuilt from their stored parameters.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from ..config import ExperimentSpec, validate
+from ..config import ExperimentSpec
 from ..data import load_source
+from ..integrity import verify
 from ..models import MODELS, ReplicatedModel
-from ..store import RunStore
-
-RESERVED = ("replicate", "generation", "stopped")  # metric rows' keys that are not metrics
+from ..results import MetricColumns, read_metric_columns
+from ..store import RunDirError, RunStore
 
 
 @dataclass
@@ -85,65 +83,35 @@ class Run:
 
 
 # -- reading -----------------------------------------------------------------------------
-def read_jsonl(path: Path) -> list[dict]:
-    """Rows of a JSONL file, parsed in one call (fast for 200k rows); a partly written last
-    line (a crash in the middle of an append) is skipped rather than fatal."""
-    if not path.exists():
-        return []
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    try:
-        return json.loads("[" + ",".join(lines) + "]")
-    except json.JSONDecodeError:
-        return [row for row in map(_loads, lines) if row is not None]
-
-
-def _loads(line: str) -> dict | None:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError:
-        return None
-
-
-def _metric_arrays(run: Run, rows: list[dict]) -> None:
+def _metric_arrays(run: Run, columns: MetricColumns) -> None:
     """Fill ``run.scalars``/``run.vectors`` with (generation, replicate[, k]) arrays, NaN where missing."""
-    rows = [r for r in rows if isinstance(r.get("generation"), int) and isinstance(r.get("replicate"), int)]
-    if not rows:
+    if not len(columns.generation):
         return
-    gen = np.fromiter((r["generation"] for r in rows), dtype=np.int64, count=len(rows))
-    rep = np.fromiter((r["replicate"] for r in rows), dtype=np.int64, count=len(rows))
+    gen, rep = columns.generation, columns.replicate
     shape = (int(gen.max()) + 1, max(run.spec.replicates, int(rep.max()) + 1))
-    extra = [k for k in rows[0] if k not in RESERVED and k not in run.spec.metrics]
-    for name in [*run.spec.metrics, *extra]:
-        column = [r.get(name) for r in rows]
-        first = next((v for v in column if v is not None), None)
-        if first is None:
-            continue
-        if isinstance(first, list):  # a vector metric; JSON null stands for NaN inside it too
-            blank = [None] * len(first)
-            arr = np.full(shape + (len(first),), np.nan)
-            arr[gen, rep] = np.array([v if v is not None else blank for v in column], dtype=float)
-            run.vectors[name] = arr
-        else:
-            arr = np.full(shape, np.nan)
-            arr[gen, rep] = np.array(column, dtype=float)
-            run.scalars[name] = arr
-    for r in rows:
-        if "stopped" in r and r["replicate"] not in run.stopped:
-            run.stopped[r["replicate"]] = (r["generation"], str(r["stopped"]))
+    names = [*[m for m in run.spec.metrics if m in columns.values], *[m for m in columns.values if m not in run.spec.metrics]]
+    for name in names:
+        values = columns.values[name]
+        arr = np.full(shape + values.shape[1:], np.nan)
+        arr[gen, rep] = values
+        (run.vectors if values.ndim == 2 else run.scalars)[name] = arr
+    for r, g, why in columns.stopped:
+        run.stopped.setdefault(r, (g, why))
 
 
 def load_run(path: Path | str) -> Run:
+    """Read a run directory for the report, after checking what its last checkpoint covers (a damaged
+    run is refused, naming each damaged file: see :mod:`modelcollapse.integrity`)."""
     path = Path(path)
-    store = RunStore.open(path)
-    spec = validate(yaml.safe_load(store.config_text()))
-    try:
-        manifest = store.manifest()
-    except (OSError, json.JSONDecodeError):
-        manifest = {"status": "unknown"}
-    run = Run(path, spec, manifest)
-    _metric_arrays(run, read_jsonl(path / "metrics.jsonl"))
+    store = RunStore.open(path, writable=False)
+    verdict = verify(store)
+    if verdict.problems:
+        raise RunDirError(verdict.refusal(path))
+    manifest = store.manifest()
+    run = Run(path, verdict.spec, manifest)
+    _metric_arrays(run, read_metric_columns(path))
     for r, why in (manifest.get("stopped") or {}).items():
         run.stopped.setdefault(int(r), (None, str(why)))
-    run.provenance = read_jsonl(path / "provenance.jsonl") or manifest.get("provenance", [])
+    run.provenance = store.read_jsonl("provenance.jsonl") or manifest.get("provenance", [])
     run.saved = store.generations()
     return run

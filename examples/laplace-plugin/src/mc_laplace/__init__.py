@@ -33,6 +33,10 @@ class LaplaceModel(BaseModel):
     data_type = "continuous"
     default_metrics = ("nll", "w1", "w2", "variance_ratio")
 
+    @classmethod
+    def state_nbytes(cls, params, example_nbytes, train_size):
+        return 2 * example_nbytes  # a location and a scale per coordinate
+
     def __init__(self, *, location: Literal["median", "mean"] = "median",
                  min_scale: Annotated[float, Field(ge=0)] = 0.0) -> None:
         self.location = location

@@ -184,6 +184,30 @@ def test_beam_search(fitted, data):
     np.testing.assert_array_equal(s, beam.sample(5, rng=np.random.default_rng(2), prompts=data["prompts"]))
 
 
+def test_beam_search_finds_the_likelier_continuation_greedy_misses():
+    """After the prompt token 2 the text says 3 (60%) then one of four tokens at random, or 1 (40%) then
+    always 0. Greedy takes 3 and ends with a quarter-likely token: about 0.6 x 0.25 = 0.15; beam search
+    keeps both paths and finds 1 0 at 0.4 x 1. Scored by the model itself, beam must win by a clear
+    margin (log(0.4 / 0.15) = 0.98 nats for the true probabilities; the test asks for 0.4)."""
+    rng = np.random.default_rng(0)
+    first = np.where(rng.random((600, 5)) < 0.6, 3, 1)
+    second = np.where(first == 3, rng.integers(4, 8, (600, 5)), 0)
+    X = np.stack([np.full_like(first, 2), first, second], axis=2).reshape(600, 15)
+    params = {**TINY, "gen_tokens": 2, "context": 20}
+    greedy = TransformerModel(**params, epochs=4, lr=3e-3, decoding="greedy").fit(X, rng=np.random.default_rng(1))
+    beam = TransformerModel(**{**greedy.get_params(), "decoding": "beam", "num_beams": 3})
+    beam.load_state_dict(greedy.state_dict())
+    prompts = X[:8, :10]  # ends with the prompt token 2
+    g = greedy.sample(8, rng=np.random.default_rng(2), prompts=prompts)
+    b = beam.sample(8, rng=np.random.default_rng(2), prompts=prompts)
+    assert (g[:, 0] == 3).all() and (b == [1, 0]).all()
+
+    def loglik(cont):
+        return greedy.token_log_probs(np.concatenate([prompts, cont], axis=1))[:, -2:].sum(axis=1)
+
+    assert (loglik(b) > loglik(g) + 0.4).all()
+
+
 def test_generation_never_stops_at_eos(data):
     # Id 1 is bos and eos: a model trained on text full of it generates it, and goes on.
     X = np.tile([1, 2, 1, 3], (64, 4))

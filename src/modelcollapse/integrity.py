@@ -328,11 +328,13 @@ def _restore(store: RunStore, spec: Any, ck: dict, out: Repair) -> dict:
             raise Unrepairable(f"{store.generation_file(k)} {bad[k]}, and a resume needs it")
     for k in sorted(bad):  # not needed to go on: set aside, the report skips it
         name = store.generation_file(k)
+        where = "the report skips it"
         if (store.path / name).exists():
             (store.path / "damaged").mkdir(exist_ok=True)
             shutil.move(str(store.path / name), str(store.path / "damaged" / Path(name).name))
+            where = "moved to damaged/"
         digests[k] = "lost"
-        out.lost.append(f"{name}: {bad[k]}; moved to damaged/ (its metric rows are kept where intact)")
+        out.lost.append(f"{name}: {bad[k]}; {where} (its metric rows are kept where intact)")
     ck["gen_digests"] = np.array(digests, dtype="<U64")
     _restore_real(store, spec, ck, out)
     _restore_appended(store, spec, ck, out)

@@ -236,6 +236,8 @@ def _resume_locked(store: RunStore, spec: ExperimentSpec | None, *, force: bool)
     except RunDirError:  # only a fall-back: a damaged one is simply not used
         previous = None
     store.ledger = integrity.Ledger.from_checkpoint(ck, previous)
+    if spec.keep_params == "ends":  # parameters an earlier session kept: dropped once no resume needs them
+        store.ledger.models.update({k: "" for k in range(1, g) if store.tensor_names(store.generation_file(k), "model/")})
     store.write_text("config.yaml", spec.to_yaml())
     store.update_manifest(status="running", finished=None, resumed=[*manifest.get("resumed", []), now()])
     return store, chain, g + 1, MetricWriter(store, fmt, integrity.parts(ck))

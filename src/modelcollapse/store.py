@@ -383,6 +383,16 @@ class RunStore:
         except Exception as exc:  # a truncated or overwritten file: safetensors raises its own errors
             raise RunDirError(f"{self.path / name} is damaged: {type(exc).__name__}: {exc}") from None
 
+    def tensor_names(self, name: str, prefix: str = "") -> list[str]:
+        """Names of the arrays in a safetensors file (its header only is read)."""
+        from safetensors import safe_open
+
+        try:
+            with safe_open(self.path / name, framework="numpy") as fh:
+                return [k for k in fh.keys() if k.startswith(prefix)]
+        except Exception as exc:
+            raise RunDirError(f"{self.path / name} is damaged: {type(exc).__name__}: {exc}") from None
+
     def tensor_metadata(self, name: str) -> dict[str, str]:
         from safetensors import safe_open
 

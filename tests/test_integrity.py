@@ -202,3 +202,23 @@ def test_files_follow_the_users_umask(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
     modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
     assert modes and set(modes.values()) == {0o640}, modes
+
+
+def test_a_parquet_part_written_just_before_a_crash_is_not_counted_twice(tmp_path, monkeypatch):
+    monkeypatch.setattr(results, "PARQUET_ROWS", 1)
+    spec = load_spec("gaussian", [*SPEC, "checkpoint_every=3"])
+    straight = run(spec, tmp_path / "straight", progress=False).metric_rows()
+    original, calls = RunStore.write_checkpoint, {"n": 0}
+
+    def crash_on_the_third(self, arrays):  # its part is on disk, the checkpoint that would cover it is not
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, arrays)
+
+    monkeypatch.setattr(RunStore, "write_checkpoint", crash_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec, tmp_path / "cut", progress=False)
+    assert len(results.part_files(tmp_path / "cut")) == 3
+    monkeypatch.setattr(RunStore, "write_checkpoint", original)
+    assert run(spec, tmp_path / "cut", resume=True, progress=False).metric_rows() == straight

@@ -127,7 +127,7 @@ def test_run_directory_contents(tmp_path):
     assert gen3["model/mean"].shape == (6, 1)
     # Provenance is stored as its non-zero columns (replace: the previous generation only) ...
     np.testing.assert_array_equal(gen3["provenance/sources"], [3])  # column j + 1 = generation j = 2
-    assert gen3["provenance/counts"].shape == (6, 1)
+    assert gen3["provenance/counts"].shape == (1, 1)  # the same for every replicate: one row, as uint8
     dense = store.provenance(3)  # ... and read back whole
     assert dense.shape == (6, 4) and (dense[:, 3] == 20).all() and dense[:, :3].sum() == 0
     # Each generation's metric values are kept in its file too (metric rows can be rebuilt from them).

@@ -114,8 +114,8 @@ def _record(store: RunStore, chain: Chain, gen: Generation, writer: MetricWriter
     arrays.update(sparse_provenance(gen.provenance))
     arrays["stopped"] = np.array([r in chain.stopped for r in range(spec.replicates)])
     arrays.update({f"metric/{name}": np.asarray(values, dtype=np.float64) for name, values in gen.metrics.items()})
-    if gen.synthetic is not None and chain.policy.needs_history:
-        arrays["synthetic_X"], arrays["synthetic_origin"] = gen.synthetic.X, gen.synthetic.origin
+    if gen.synthetic is not None and chain.policy.needs_history:  # the pool a resume rebuilds (origin: g - 1)
+        arrays["synthetic_X"] = gen.synthetic.X
     arrays.update(gen.extras)
     meta = {"format": GENERATION_FORMAT, "stopped": json.dumps({str(r): why for r, why in gen.newly_stopped.items()})}
     store.write_tensors(store.generation_file(g), arrays, meta)
@@ -207,17 +207,21 @@ def _resume_locked(store: RunStore, spec: ExperimentSpec | None, *, force: bool)
         return store, Chain(spec), 0, MetricWriter(store, fmt)
     ck = verdict.checkpoint
     g = int(ck["generation"])
-    offsets = integrity.offsets(ck)
-    for name, off in offsets.items():
+    for name, off in integrity.offsets(ck).items():
         store.truncate(name, off)
         store.start_digest(name, off)
+    covered = integrity.parts(ck)
+    for part in part_files(store.path):  # a part written just before a crash, ahead of its checkpoint
+        if f"{part.parent.name}/{part.name}" not in covered:
+            part.unlink()
     chain = Chain(spec)
     real = store.read_npz("real.npz")
     history = []
     if chain.policy.needs_history:
         for k in range(1, g + 1):
             z = store.read_tensors(store.generation_file(k), "synthetic_")
-            history.append(Batch(z["synthetic_X"], z["synthetic_origin"]))
+            origin = z.get("synthetic_origin", np.full(z["synthetic_X"].shape[:2], k - 1, dtype=np.int64))
+            history.append(Batch(z["synthetic_X"], origin))
     manifest = store.manifest()
     stopped = {int(r): str(why) for r, why in zip(ck["stopped_replicates"], ck["stopped_reasons"])}
     gen0_stopped = store.read_tensors(store.generation_file(0), "stopped").get("stopped", [])

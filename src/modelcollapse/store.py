@@ -436,22 +436,31 @@ class RunStore:
 
     def provenance(self, g: int) -> np.ndarray:
         """Generation g's provenance counts, (R, g + 1): column 0 real, column j + 1 from generation j."""
-        return dense_provenance(self.read_tensors(self.generation_file(g), "provenance"), g)
+        arrays = self.read_tensors(self.generation_file(g), "")
+        return dense_provenance(arrays, g, len(arrays["stopped"]) if "stopped" in arrays else None)
 
 
 def sparse_provenance(counts: np.ndarray) -> dict[str, np.ndarray]:
-    """Provenance as stored: the source columns any replicate drew from, and their counts. For a
-    ``replace`` chain that is one column, so storage grows with the generations, not their square."""
+    """Provenance as stored: the source columns any replicate drew from, and their counts, in the
+    smallest integer type that holds them; one row when every replicate has the same counts (an
+    accumulating policy). A ``replace`` chain stores one column, so storage grows with the
+    generations, not their square as the dense (R, g + 1) matrix did."""
     sources = np.flatnonzero(counts.any(axis=0)).astype(np.int64)
-    return {"provenance/sources": sources, "provenance/counts": counts[:, sources]}
+    used = counts[:, sources]
+    if len(used) > 1 and (used == used[:1]).all():
+        used = used[:1]
+    return {"provenance/sources": sources,
+            "provenance/counts": used.astype(np.min_scalar_type(int(used.max()) if used.size else 0))}
 
 
-def dense_provenance(arrays: dict[str, np.ndarray], g: int) -> np.ndarray:
-    """(R, g + 1) counts from a generation file of either format (version 0.1 stored them dense)."""
+def dense_provenance(arrays: dict[str, np.ndarray], g: int, replicates: int | None = None) -> np.ndarray:
+    """(R, g + 1) counts from a generation file of either format (version 0.1 stored them dense);
+    a single stored row stands for every replicate (``replicates`` of them, or one)."""
     if "provenance" in arrays:
         return np.asarray(arrays["provenance"])
-    sources, counts = arrays["provenance/sources"], arrays["provenance/counts"]
-    out = np.zeros((counts.shape[0], g + 1), dtype=np.int64)
+    sources, counts = arrays["provenance/sources"], arrays["provenance/counts"].astype(np.int64)
+    rows = counts.shape[0] if counts.shape[0] > 1 or replicates is None else replicates
+    out = np.zeros((rows, g + 1), dtype=np.int64)
     out[:, sources] = counts
     return out
 

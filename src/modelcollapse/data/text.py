@@ -64,9 +64,11 @@ class TextSource(Source):
         samples = ctx.memo.get("samples")
         if samples is None:
             return {}
+        # Token counts of replicate 0 only (the Zipf plot's), in the smallest type that holds them: a
+        # 16,589-word vocabulary in int64 for four replicates was 400 KB a generation.
+        counts = np.bincount(np.asarray(samples[0]).ravel(), minlength=self.truth.vocab_size)[None]
         out = {"preview_tokens": samples[:shown, :PREVIEW_TEXTS],
-               "token_counts": np.stack([np.bincount(s.ravel(), minlength=self.truth.vocab_size)
-                                         for s in samples[:shown]])}
+               "token_counts": counts.astype(np.min_scalar_type(int(counts.max())))}
         if "sequence_perplexity" in ctx.memo:
             out["sequence_perplexity"] = ctx.memo["sequence_perplexity"][:shown]
         return out

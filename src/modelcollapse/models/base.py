@@ -210,7 +210,13 @@ def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:
 def _map(fn: Callable, items: list, workers: int, pool: Any = None) -> list:
     # Under a multi-process launch each fit already spans every process: no worker pool on top.
     if workers <= 1 or len(items) <= 1 or distributed.launched():
-        return [fn(it) for it in items]
+        from threadpoolctl import threadpool_limits
+
+        # One BLAS/OpenMP thread per fit, as in a worker process: on the small arrays of one replicate
+        # more threads only wait on each other (EM ran ten times slower with two), and fits then give
+        # the same numbers in this process and in a worker. (PyTorch families set their own count.)
+        with threadpool_limits(limits=1):
+            return [fn(it) for it in items]
     if pool is not None:
         return pool.map(fn, items)
     from ..pool import WorkerPool

@@ -259,7 +259,10 @@ class VAEModel(BaseModel):
     @classmethod
     def state_nbytes(cls, params, example_nbytes, train_size):
         pixels, h, z = example_nbytes // 4, params["hidden"], params["latent_dim"]
-        weights = 2 * (pixels * h + h * h + 2 * h * z) if params["architecture"] == "mlp" else 4 * pixels * 64 + h * 64
+        if params["architecture"] == "mlp":
+            weights = 2 * (pixels * h + h * h + 2 * h * z)
+        else:  # two 4x4 convolutions each way, and a dense layer between 64 x (H/4) x (W/4) features and h
+            weights = 2 * 4 * pixels * h + 2 * 32 * 64 * 16 + 4 * h * z
         return 4 * weights  # float32 weights
 
     @classmethod

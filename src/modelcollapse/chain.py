@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from .data import Source, load_source
 from .errors import DataError
 from .models import MODELS, FitError, ReplicatedModel
 from .policies import Policy, build_policy
+from .policies.base import uses_statistics
 from .pool import WorkerPool
 from .rng import RandomStreams
 
@@ -45,6 +46,7 @@ class Generation:
     synthetic: Batch | None
     newly_stopped: dict[int, str] = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # stored beside the parameters (image previews)
+    not_converged: int = 0  # replicates whose fit reached its iteration limit (scikit-learn would warn)
 
 
 class Chain:
@@ -63,6 +65,12 @@ class Chain:
         self.needs = frozenset().union(*(m.needs for m in metrics))
         self.cache: dict[str, Any] = {}
         self.history: list[Batch] = []  # synthetic sets the policy may still need
+        # An accumulating chain of a family with additive statistics keeps those, not the pool: each
+        # generation costs O(train_size), not O(g * train_size). (A data kind that stores extras of
+        # the training set, images or text, keeps the pool.)
+        self.incremental = uses_statistics(type(self.policy), self.family.cls) and \
+            type(self.source).extras is Source.extras
+        self.stats: dict[str, np.ndarray] | None = None
         self.stopped: dict[int, str] = {}
         self.real: Batch | None = None
         self.heldout: np.ndarray | None = None
@@ -83,12 +91,17 @@ class Chain:
     def first(self) -> Generation:
         self.real = self.draw_real(self.spec.train_size)
         self.heldout = self.source.heldout(self.spec, self.needs, self.streams["heldout"])
+        if self.incremental:
+            self.stats = self.model.statistics(self.real.X)
         return self._fit_and_measure(0, self.real, synthetic=None)
 
     def step(self, g: int) -> Generation:
         extra = self.source.sample_kwargs(self.real)
         X = self.model.sample(self.spec.train_size, rng=self.streams["sample"], **extra)
         synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64))
+        if self.incremental:
+            self.stats = self.model.add_statistics(self.stats, self.model.statistics(X, self.stats.get("shift")))
+            return self._fit_and_measure(g, None, synthetic)
         self.history = [*self.history, synthetic] if self.policy.needs_history else [synthetic]
         train = self.policy.build(
             real=self.real,
@@ -102,14 +115,19 @@ class Chain:
     def draw_real(self, n: int) -> Batch:
         return self.source.draw(n, self.streams["real"])
 
-    def _fit_and_measure(self, g: int, train: Batch, synthetic: Batch | None) -> Generation:
-        if isinstance(self.model, ReplicatedModel):
+    def _fit_and_measure(self, g: int, train: Batch | None, synthetic: Batch | None) -> Generation:
+        """Fit generation g on ``train``, or on the running statistics when ``train`` is None."""
+        if train is None:
+            self.model.fit_statistics(self.stats)
+            newly, not_converged = {}, 0
+        elif isinstance(self.model, ReplicatedModel):
             self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, pool=self.pool,
                            **self.fit_kwargs)
             newly = {r: why for r, why in self.model.stopped.items() if r not in self.stopped}
+            not_converged = self.model.not_converged()
         else:
             self.model.fit(train.X)
-            newly = {}
+            newly, not_converged = {}, 0
         self.stopped.update(newly)
         if g == 0 and len(self.stopped) == self.spec.replicates:
             # Every replicate failing on real data is a setting problem, not collapse: fail loudly.
@@ -132,18 +150,36 @@ class Chain:
             values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
         else:
             values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
-        extras = self.source.extras(ctx, train)
-        return Generation(g, values, provenance_counts(train.origin, g), synthetic, newly, extras)
+        if train is None:  # the real set, then train_size examples from each earlier generation
+            R = self.spec.replicates
+            row = np.full(g + 1, self.spec.train_size, dtype=np.int64)
+            row[0] = len(self.real)
+            counts = np.broadcast_to(row, (R, g + 1))  # the same for every replicate: one row, not R
+            extras = {}
+        else:
+            counts, extras = provenance_counts(train.origin, g), self.source.extras(ctx, train)
+        return Generation(g, values, counts, synthetic, newly, extras, not_converged)
 
     # -- checkpoint support -----------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
         return self.model.state_dict()
 
     def restore(self, *, real: Batch, heldout: np.ndarray | None, model_state: dict, model0_state: dict,
-                history: list[Batch], stopped: dict[int, str], stopped0: dict[int, str],
-                rng_state: dict[str, np.ndarray]) -> None:
-        """Put the chain back where a checkpoint left it (the loop reads the files)."""
-        self.real, self.history = real, history
+                history: Iterable[Batch], stopped: dict[int, str], stopped0: dict[int, str],
+                rng_state: dict[str, np.ndarray], stats: dict[str, np.ndarray] | None = None) -> None:
+        """Put the chain back where a checkpoint left it (the loop reads the files). ``history`` is
+        read one set at a time: a chain that keeps statistics takes them from the checkpoint (``stats``),
+        or adds up the stored sets in the order the run did (a run directory of version 0.1)."""
+        self.real = real
+        if self.incremental and stats is not None:
+            self.stats, self.history = dict(stats), []
+        elif self.incremental:
+            self.stats = self.model.statistics(real.X)
+            for batch in history:
+                self.stats = self.model.add_statistics(self.stats, self.model.statistics(batch.X, self.stats.get("shift")))
+            self.history = []
+        else:
+            self.history = list(history)
         self.heldout = heldout if self.source.stores_heldout else self.source.heldout(self.spec, self.needs, [])
         self.stopped = dict(stopped)
         if isinstance(self.model, ReplicatedModel):

@@ -117,6 +117,10 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     except Exception as exc:  # the manifest already says "failed"; tell the user where
         err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}\n(details in {out / 'manifest.json'})")
         return EXIT_FAILED
+    late = store.manifest().get("not_converged", {}) if distributed.is_main() else {}
+    if late:
+        err.print(f"[yellow]note:[/] {sum(late.values())} fits in {len(late)} generations reached model.max_iter "
+                  "before converging (counts per generation: manifest.json, not_converged)")
     if not args.no_report and distributed.is_main():
         from .report import write_report
 
@@ -130,7 +134,7 @@ def _stored_spec(out: Path, overrides: list[str]):
     from .store import RunStore
 
     RunStore.open(out)  # a clear error for a directory that is not a run
-    return load_spec(str(out / "config.yaml"), overrides)
+    return load_spec(str(out / "config.yaml"), overrides, stored=True)
 
 
 def _say_estimate(spec, out: Path, err: Console, *, force: bool, existing: bool) -> None:

@@ -243,12 +243,27 @@ def non_finite(value: Any, path: str = "") -> list[str]:
     return []
 
 
-def load_spec(source: Union[str, Path, dict], overrides: tuple[str, ...] | list[str] = ()) -> ExperimentSpec:
-    """Read, override and validate a spec; raises :class:`SpecError` listing every problem."""
+def load_spec(source: Union[str, Path, dict], overrides: tuple[str, ...] | list[str] = (), *,
+              stored: bool = False) -> ExperimentSpec:
+    """Read, override and validate a spec; raises :class:`SpecError` listing every problem.
+
+    ``stored``: the spec is a run directory's ``config.yaml`` (see :func:`as_stored`)."""
     raw = read_source(source)
+    if stored:
+        raw = as_stored(raw)
     for assignment in overrides:
         apply_override(raw, assignment)
     return validate(raw)
+
+
+def as_stored(raw: Any) -> Any:
+    """A run directory's spec as it ran: a field its family added later (``stored_defaults``, e.g. the
+    GMM's ``backend``) is missing from a config.yaml written before, and takes the value it had then."""
+    model = raw.get("model") if isinstance(raw, dict) else None
+    if isinstance(model, dict) and isinstance(model.get("kind"), str) and model["kind"] in MODELS:
+        for key, value in getattr(MODELS.get(model["kind"]).cls, "stored_defaults", {}).items():
+            model.setdefault(key, value)
+    return raw
 
 
 def validate(raw: dict) -> ExperimentSpec:

@@ -136,12 +136,12 @@ class Verdict:
 
 def verify(store: RunStore) -> Verdict:
     """Check everything the latest checkpoint covers; the verdict lists each file that is wrong."""
-    from .config import validate
+    from .config import as_stored, validate
     from .config import SpecError
     import yaml
 
     try:
-        spec = validate(yaml.safe_load(store.config_text()))
+        spec = validate(as_stored(yaml.safe_load(store.config_text())))
     except (RunDirError, yaml.YAMLError, SpecError, TypeError) as exc:
         return Verdict(None, None, "jsonl", [Problem("config.yaml", f"unreadable or invalid: {exc}")])
     verdict = Verdict(spec, None, "jsonl")
@@ -276,11 +276,11 @@ class Repair:
 
 def repair(store: RunStore) -> Repair:
     """Rebuild what can be rebuilt; the caller holds the run's lock."""
-    from .config import SpecError, validate
+    from .config import SpecError, as_stored, validate
     import yaml
 
     try:
-        spec = validate(yaml.safe_load(store.config_text()))
+        spec = validate(as_stored(yaml.safe_load(store.config_text())))
     except (RunDirError, yaml.YAMLError, SpecError, TypeError) as exc:
         raise Unrepairable(f"config.yaml is unreadable or invalid ({exc}): the run's spec is lost; "
                            "start the run again in a new directory") from None
@@ -322,7 +322,7 @@ def _restore(store: RunStore, spec: Any, ck: dict, out: Repair) -> dict:
     ck = dict(ck)
     digests = generation_digests(ck, g)
     bad = {p.generation: p.what for p in generation_problems(store, ck, g)}
-    needed = {0, g} | (set(range(1, g + 1)) if _needs_history(spec) else set())
+    needed = {0, g} | (set(range(1, g + 1)) if _needs_history(spec, ck) else set())
     for k in sorted(bad):
         if k in needed:
             raise Unrepairable(f"{store.generation_file(k)} {bad[k]}, and a resume needs it")
@@ -342,10 +342,13 @@ def _restore(store: RunStore, spec: Any, ck: dict, out: Repair) -> dict:
     return ck
 
 
-def _needs_history(spec: Any) -> bool:
+def _needs_history(spec: Any, ck: dict) -> bool:
+    """Whether a resume reads every synthetic set: an accumulating chain, unless its checkpoint holds
+    the running statistics that stand in for them."""
     from .policies import POLICIES
 
-    return bool(POLICIES.get(spec.policy.kind).cls.needs_history)
+    has_stats = any(k.startswith("stats/") for k in ck)
+    return bool(POLICIES.get(spec.policy.kind).cls.needs_history) and not has_stats
 
 
 def _restore_real(store: RunStore, spec: Any, ck: dict, out: Repair) -> None:

@@ -6,7 +6,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -59,6 +59,8 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
     spec, writable = chain.spec, store.writable
     manifest = store.manifest() if start and writable else {}
     summary = [p for p in manifest.get("provenance", []) if p["generation"] < start]
+    # Fits that stopped at max_iter, per generation ("generation": count), as scikit-learn would warn.
+    not_converged = {k: v for k, v in manifest.get("not_converged", {}).items() if int(k) < start}
     ledger = store.ledger if start else integrity.Ledger()
     t0 = last_checkpoint = time.perf_counter()
     elapsed0 = manifest.get("elapsed_seconds", 0.0)
@@ -70,6 +72,8 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
                 if writable:  # the other processes skip reading out the parameters too
                     line = _record(store, chain, gen, writer, ledger)
                     summary.append({k: line[k] for k in ("generation", "size", "real", "synthetic")})
+                if gen.not_converged:
+                    not_converged[str(g)] = gen.not_converged
                 all_stopped = len(chain.stopped) == spec.replicates
                 due = (
                     g % spec.checkpoint_every == 0
@@ -77,7 +81,8 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
                     else time.perf_counter() - last_checkpoint >= CHECKPOINT_SECONDS
                 )
                 if due or g == spec.generations or all_stopped:
-                    _checkpoint(store, chain, g, writer, ledger, summary, elapsed0 + time.perf_counter() - t0)
+                    _checkpoint(store, chain, g, writer, ledger, summary, elapsed0 + time.perf_counter() - t0,
+                                not_converged=not_converged)
                     last_checkpoint = time.perf_counter()
                 if bar:
                     bar.update(task, advance=1)
@@ -114,7 +119,8 @@ def _record(store: RunStore, chain: Chain, gen: Generation, writer: MetricWriter
     arrays.update(sparse_provenance(gen.provenance))
     arrays["stopped"] = np.array([r in chain.stopped for r in range(spec.replicates)])
     arrays.update({f"metric/{name}": np.asarray(values, dtype=np.float64) for name, values in gen.metrics.items()})
-    if gen.synthetic is not None and chain.policy.needs_history:  # the pool a resume rebuilds (origin: g - 1)
+    # The pool a resume rebuilds (origin: g - 1); a chain that keeps statistics stores them in its checkpoints.
+    if gen.synthetic is not None and chain.policy.needs_history and not chain.incremental:
         arrays["synthetic_X"] = gen.synthetic.X
     arrays.update(gen.extras)
     meta = {"format": GENERATION_FORMAT, "stopped": json.dumps({str(r): why for r, why in gen.newly_stopped.items()})}
@@ -137,7 +143,7 @@ def _record(store: RunStore, chain: Chain, gen: Generation, writer: MetricWriter
 
 def provenance_line(g: int, counts: np.ndarray) -> dict:
     """A generation's line in provenance.jsonl, from its (R, g + 1) counts."""
-    mean_counts = counts.mean(axis=0)
+    mean_counts = counts[0].astype(float) if counts.strides[0] == 0 else counts.mean(axis=0)  # a broadcast row
     return {
         "generation": g,
         "size": int(counts[0].sum()),
@@ -157,14 +163,19 @@ def _drop_models(store: RunStore, ledger: integrity.Ledger) -> None:
         del ledger.models[k]
 
 
+STATS = "stats/"  # checkpoint arrays of an accumulating chain's running statistics
+
+
 def _checkpoint(store: RunStore, chain: Chain, g: int, writer: MetricWriter, ledger: integrity.Ledger,
-                summary: list[dict], elapsed: float) -> None:
+                summary: list[dict], elapsed: float, not_converged: dict[str, int] | None = None) -> None:
     writer.flush()
     arrays = chain.streams.state_arrays()
     arrays.update(integrity.covered(store, g, writer, ledger))
     stopped = sorted(chain.stopped.items())
     arrays["stopped_replicates"] = np.array([r for r, _ in stopped], dtype=np.int64)
     arrays["stopped_reasons"] = np.array([why for _, why in stopped], dtype=str)
+    if chain.incremental:  # the running statistics stand in for the accumulated pool
+        arrays.update({f"{STATS}{k}": np.asarray(v) for k, v in chain.stats.items()})
     store.write_checkpoint(arrays)
     ledger.checkpoints = [*ledger.checkpoints, g][-2:]  # the previous checkpoint is kept: a resume may fall back
     if chain.spec.keep_params == "ends":
@@ -174,6 +185,7 @@ def _checkpoint(store: RunStore, chain: Chain, g: int, writer: MetricWriter, led
         elapsed_seconds=elapsed,
         provenance=summary,
         stopped={str(r): why for r, why in sorted(chain.stopped.items())},
+        **({"not_converged": not_converged} if not_converged else {}),
     )
 
 
@@ -216,12 +228,15 @@ def _resume_locked(store: RunStore, spec: ExperimentSpec | None, *, force: bool)
             part.unlink()
     chain = Chain(spec)
     real = store.read_npz("real.npz")
-    history = []
-    if chain.policy.needs_history:
-        for k in range(1, g + 1):
+    stats = {k[len(STATS):]: v for k, v in ck.items() if k.startswith(STATS)} or None
+    keeps_pool = chain.policy.needs_history and not (chain.incremental and stats)
+
+    def history() -> Iterator[Batch]:  # one set at a time: a chain keeping statistics holds none
+        for k in range(1, g + 1 if keeps_pool else 1):
             z = store.read_tensors(store.generation_file(k), "synthetic_")
             origin = z.get("synthetic_origin", np.full(z["synthetic_X"].shape[:2], k - 1, dtype=np.int64))
-            history.append(Batch(z["synthetic_X"], origin))
+            yield Batch(z["synthetic_X"], origin)
+
     manifest = store.manifest()
     stopped = {int(r): str(why) for r, why in zip(ck["stopped_replicates"], ck["stopped_reasons"])}
     gen0_stopped = store.read_tensors(store.generation_file(0), "stopped").get("stopped", [])
@@ -230,7 +245,8 @@ def _resume_locked(store: RunStore, spec: ExperimentSpec | None, *, force: bool)
         heldout=real.get("heldout"),
         model_state=store.model_state(g),
         model0_state=store.model_state(0),
-        history=history,
+        history=history(),
+        stats=stats,
         stopped=stopped,
         stopped0={int(r): stopped.get(int(r), "stopped at generation 0") for r in np.flatnonzero(gen0_stopped)},
         rng_state=ck,

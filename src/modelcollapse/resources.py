@@ -69,7 +69,11 @@ def estimate(spec: Any) -> Estimate:
     params = {**spec.data.model_params_hint(), **spec.model.model_dump()}
     metrics = [resolve(m, spec.model.kind, spec.data.kind, params) for m in spec.metrics]
     needs = set().union(*(m.needs for m in metrics))
-    accumulating = bool(POLICIES.get(spec.policy.kind).cls.needs_history)
+    from .policies.base import uses_statistics
+
+    policy = POLICIES.get(spec.policy.kind).cls
+    accumulating = bool(policy.needs_history)
+    pooled = accumulating and not uses_statistics(policy, family.cls)  # else running statistics, no pool
     hook = getattr(family.cls, "state_nbytes", None)
     state = hook(params, ex, n) if callable(hook) else None
     working = family.cls.fit_nbytes(params, ex, n) if callable(getattr(family.cls, "fit_nbytes", None)) else 0
@@ -78,7 +82,7 @@ def estimate(spec: Any) -> Estimate:
         out.unknown.append(f"the fitted {spec.model.kind} models")
         state = 0
     workers = spec.workers if not getattr(family.cls, "batched", False) else 1
-    pool = (G + 1) * n * ex if accumulating else n * ex
+    pool = (G + 1) * n * ex if pooled else n * ex
     mem = {
         "training sets": R * (pool + 3 * n * ex),
         "held-out data": R * spec.heldout_size * ex if "heldout" in needs else 0,
@@ -93,7 +97,7 @@ def estimate(spec: Any) -> Estimate:
         "parameters": R * state * kept,
         "metric values": R * (G + 1) * 8 * len(metrics) * 2 + R * (G + 1) * row,
         "provenance": R * (G + 1) * 8 * (min(G + 1, 64) if spec.policy.kind == "accumulate_subsample" else 2),
-        "accumulated synthetic sets": R * G * n * ex if accumulating else 0,
+        "accumulated synthetic sets": R * G * n * ex if pooled else 0,
     }
     out.disk = sum(disk.values())
     out.parts = {**{f"{k} (memory)": v for k, v in mem.items()}, **{f"{k} (disk)": v for k, v in disk.items()}}

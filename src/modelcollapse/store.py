@@ -445,6 +445,8 @@ def sparse_provenance(counts: np.ndarray) -> dict[str, np.ndarray]:
     smallest integer type that holds them; one row when every replicate has the same counts (an
     accumulating policy). A ``replace`` chain stores one column, so storage grows with the
     generations, not their square as the dense (R, g + 1) matrix did."""
+    if counts.ndim == 2 and counts.strides[0] == 0:  # one row broadcast to every replicate: no need to compare
+        counts = counts[:1]
     sources = np.flatnonzero(counts.any(axis=0)).astype(np.int64)
     used = counts[:, sources]
     if len(used) > 1 and (used == used[:1]).all():

@@ -20,8 +20,16 @@ def _mixtures(ctx: MetricContext) -> list[mixtures.Mixture | None]:
     return mixtures.replicate_mixtures(ctx.model)
 
 
-def _per_replicate(ctx: MetricContext, fn) -> np.ndarray:
-    return np.array([fn(mix) if mix is not None else np.nan for mix in _mixtures(ctx)], dtype=float)
+def _per_replicate(ctx: MetricContext, fn, batched=None) -> np.ndarray:
+    """``fn`` of each replicate's mixture (NaN where stopped); ``batched`` computes the same for the
+    stacked mixtures at once when they have the same small number of components (a GMM chain)."""
+    mixes = _mixtures(ctx)
+    both = mixtures.stacked(mixes) if batched is not None else None
+    if both is not None:
+        out = np.full(len(mixes), np.nan)
+        out[both[0]] = batched(both[1])
+        return out
+    return np.array([fn(mix) if mix is not None else np.nan for mix in mixes], dtype=float)
 
 
 def _moments(ctx: MetricContext) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +110,7 @@ def l2_distance(ctx: MetricContext) -> np.ndarray:
         except np.linalg.LinAlgError:  # a point mass has infinite L2 norm
             return np.inf
 
-    return _per_replicate(ctx, one)
+    return _per_replicate(ctx, one, lambda stack: mixtures.batched_l2_distance(stack, truth))
 
 
 @register("nll", models=ANY, data=CONTINUOUS, higher_is_better=False, needs={"heldout"},
@@ -124,7 +132,8 @@ def tail_mass(ctx: MetricContext) -> np.ndarray:
         )
     lower, upper = ctx.cache["quantiles"]
     # Exact mass from the fitted density: the expectation of the sample share, without its noise.
-    return _per_replicate(ctx, lambda mix: mixtures.tail_mass(mix, lower, upper) / 0.02)
+    return _per_replicate(ctx, lambda mix: mixtures.tail_mass(mix, lower, upper) / 0.02,
+                          lambda stack: mixtures.batched_tail_mass(stack, lower, upper) / 0.02)
 
 
 @register("component_weights", models={"gmm"}, data=CONTINUOUS_DATA, higher_is_better=None,

@@ -164,9 +164,14 @@ class ReplicatedModel:
 
     def snapshot(self) -> "ReplicatedModel":
         """A frozen view of the current fits (a later fit replaces models; it never mutates them)."""
-        copy = ReplicatedModel(self.factory, len(self.models))
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
         copy.models, copy.stopped = list(self.models), dict(self.stopped)
         return copy
+
+    def not_converged(self) -> int:
+        """How many replicates' latest fits stopped at their iteration limit (``converged_`` False)."""
+        return sum(1 for m in self.models if m is not None and getattr(m, "converged_", True) is False)
 
     def sample(self, n: int, *, rng: Sequence[np.random.Generator], prompts: np.ndarray | None = None) -> np.ndarray:
         """One draw per replicate; ``prompts`` (R, n, ...) conditions replicate r on ``prompts[r]``."""

@@ -91,6 +91,20 @@ class CategoricalModel(BaseModel):
         self.probs_ = counts / counts.sum(axis=-1, keepdims=True)
         return self
 
+    # -- additive sufficient statistics (an accumulating chain adds each set's, keeping no pool) -----
+    def statistics(self, X: np.ndarray, shift: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Counts per category (exact integers: a fit from summed counts equals a refit exactly)."""
+        return {"counts": batched_counts(np.asarray(X, dtype=np.int64), self.n_categories)}
+
+    @staticmethod
+    def add_statistics(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"counts": a["counts"] + b["counts"]}
+
+    def fit_statistics(self, stats: dict[str, np.ndarray]) -> "CategoricalModel":
+        counts = stats["counts"].astype(float) + self.smoothing
+        self.probs_ = counts / counts.sum(axis=-1, keepdims=True)
+        return self
+
     def sample(self, n: int, *, rng: RNG) -> np.ndarray:
         self._check_fitted()
         u = draw(rng, lambda g: g.random(n), self.probs_.shape[:-1])

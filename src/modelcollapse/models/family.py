@@ -63,6 +63,9 @@ class Family:
         params = self.params(model_spec, data_params)
         if getattr(self.cls, "batched", False):
             return self.cls(**params)
+        replicated = getattr(self.cls, "replicated", None)  # a family's own way to fit all replicates
+        if callable(replicated):
+            return replicated(partial(self.cls, **params), replicates, params)
         return ReplicatedModel(partial(self.cls, **params), replicates)
 
 

@@ -1,4 +1,5 @@
-"""Gaussian mixture fitted by EM (scikit-learn's ``GaussianMixture``)."""
+"""Gaussian mixture fitted by EM: every replicate at once (:mod:`.batched_em`, the default), or
+scikit-learn's ``GaussianMixture`` one replicate at a time (the reference)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import Field
 
-from .base import RNG, BaseModel, FitError, draw
+from . import batched_em
+from .base import RNG, BaseModel, FitError, ReplicatedModel, _stack_with_nan, draw
 from .family import register_model
 from .gaussian import psd_sqrt
+
+#: Working memory of one batched EM call (responsibilities, differences, log densities); more
+#: replicates than fit in it are fitted in chunks, which gives the same numbers.
+EM_MEMORY_BUDGET = 4 * 2**20
 
 
 def full_covariances(gm: Any) -> np.ndarray:
@@ -64,6 +70,8 @@ class GMMModel(BaseModel):
     """
 
     default_metrics = ("l2_distance", "nll", "tail_mass", "variance_ratio", "component_weights")
+    #: Run directories written before the batched backend existed were fitted by scikit-learn.
+    stored_defaults = {"backend": "sklearn"}
 
     def __init__(
         self,
@@ -75,6 +83,7 @@ class GMMModel(BaseModel):
         max_iter: Annotated[int, Field(ge=1)] = 100,
         n_init: Annotated[int, Field(ge=1)] = 1,
         init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans",
+        backend: Literal["batched", "sklearn"] = "batched",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -83,6 +92,18 @@ class GMMModel(BaseModel):
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.backend = backend
+
+    def em_params(self) -> dict[str, Any]:
+        """The hyperparameters scikit-learn's ``GaussianMixture`` takes (all but ``backend``)."""
+        return {k: v for k, v in self.get_params().items() if k != "backend"}
+
+    @classmethod
+    def replicated(cls, factory: Any, replicates: int, params: dict[str, Any]) -> ReplicatedModel:
+        """All replicates of a run: one batched EM (backend ``batched``) or one scikit-learn fit each."""
+        if params.get("backend", "batched") == "batched":
+            return BatchedGMM(factory, replicates)
+        return ReplicatedModel(factory, replicates)
 
     def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "GMMModel":
         X = np.asarray(X, dtype=float)
@@ -90,11 +111,17 @@ class GMMModel(BaseModel):
             raise ValueError(f"X must have shape (n, d), got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise FitError("training data contains non-finite values")
+        if self.backend == "batched":
+            mix = batched_em.fit(X[None], [rng if rng is not None else np.random.default_rng()], **self.em_params())
+            if mix.failed:
+                raise ValueError(mix.failed[0])
+            self._set_fit(mix, 0)
+            return self
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.mixture import GaussianMixture
 
         seed = None if rng is None else int(rng.integers(2**31 - 1))
-        gm = GaussianMixture(random_state=seed, **self.get_params())
+        gm = GaussianMixture(random_state=seed, **self.em_params())
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
             gm.fit(X)
@@ -116,6 +143,14 @@ class GMMModel(BaseModel):
     def check_spec(cls, spec: Any) -> None:
         if spec.model.n_components > spec.train_size:
             raise ValueError(f"model.n_components: {spec.model.n_components} exceeds train_size={spec.train_size}")
+
+    def _set_fit(self, mix: batched_em.Mixtures, r: int) -> None:
+        """Replicate ``r`` of a batched fit."""
+        cov = batched_em.full_covariances(mix.covariances[r : r + 1], self.covariance_type, self.n_components,
+                                          mix.means.shape[-1])[0]
+        self._set(mix.weights[r], mix.means[r], cov)
+        self.converged_ = bool(mix.converged[r])
+        self.n_iter_ = int(mix.n_iter[r])
 
     def _set(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
         self.weights_ = np.asarray(weights, dtype=float)
@@ -161,6 +196,108 @@ class GMMModel(BaseModel):
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "GMMModel":
         self._set(state["weights"], state["means"], state["covariances"])
         return self
+
+
+class BatchedGMM(ReplicatedModel):
+    """Every replicate's mixture fitted by one batched EM (:func:`.batched_em.fit`), and sampled and
+    scored in one set of array operations.
+
+    Replicate r draws its initialisation from the same child generator a per-replicate fit would
+    (``GMMModel(...).fit(X[r], rng=default_rng(seed_r))`` gives the same numbers), and no operation
+    mixes replicates, so a result depends neither on the batch nor on ``workers``.
+    """
+
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, pool: Any = None,
+            **fit_kwargs: Any) -> "BatchedGMM":
+        R = len(self.models)
+        seeds = [None] * R if rng is None else [int(g.integers(2**63)) for g in rng]
+        todo = [r for r in range(R) if r not in self.stopped]
+        if not todo:
+            return self
+        X = np.asarray(X, dtype=float)
+        proto = self.factory()
+        chunks = _chunks(todo, _chunk_size(X.shape[1], X.shape[2], proto.n_components, proto.n_init), workers)
+        jobs = [(proto.em_params(), X[c], [seeds[r] for r in c]) for c in chunks]
+        if workers > 1 and len(jobs) > 1 and pool is not None:  # chunks side by side, same numbers
+            results = pool.map(_fit_chunk, jobs)
+        else:
+            results = [_fit_chunk(job) for job in jobs]
+        for c, mix in zip(chunks, results):
+            for i, r in enumerate(c):
+                if i in mix.failed:
+                    self.models[r] = None
+                    self.stopped[r] = f"ValueError: {mix.failed[i]}"
+                    continue
+                model = self.factory()
+                model._set_fit(mix, i)
+                self.models[r] = model
+        return self
+
+    def _stacked(self) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray]:
+        running = [r for r, m in enumerate(self.models) if m is not None]
+        ms = [self.models[r] for r in running]
+        return running, np.stack([m.weights_ for m in ms]), np.stack([m.means_ for m in ms]), \
+            np.stack([m.covariances_ for m in ms])
+
+    def sample(self, n: int, *, rng: Any, prompts: np.ndarray | None = None) -> np.ndarray:
+        """The draws of each replicate's ``GMMModel.sample`` (same generator calls), transformed in one batch."""
+        running, w, mu, cov = self._stacked()
+        if not running:
+            raise FitError("every replicate has stopped")
+        roots = psd_sqrt(cov)  # (R', K, d, d)
+        p = w / w.sum(axis=-1, keepdims=True)
+        comp = np.empty((len(running), n), dtype=np.int64)
+        z = np.empty((len(running), n, mu.shape[-1]))
+        for i, r in enumerate(running):
+            comp[i] = rng[r].choice(w.shape[-1], size=n, p=p[i])
+            z[i] = rng[r].standard_normal((n, mu.shape[-1]))
+        rows = np.arange(len(running))[:, None]
+        draws = mu[rows, comp] + np.einsum("rnd,rnde->rne", z, roots[rows, comp])
+        out: list[np.ndarray | None] = [None] * len(self.models)
+        for i, r in enumerate(running):
+            out[r] = draws[i]
+        return _stack_with_nan(out)
+
+    def log_prob(self, X: np.ndarray) -> np.ndarray:
+        running, w, mu, cov = self._stacked()
+        if not running:
+            raise FitError("every replicate has stopped")
+        X = np.asarray(X, dtype=float)
+        Xr = X[running] if X.ndim == 3 else np.broadcast_to(X, (len(running),) + X.shape)
+        prec, bad = batched_em.precisions_cholesky(cov, "full")
+        if bad.any():  # a singular fitted covariance: scikit-learn's per-replicate path says why
+            return super().log_prob(X)
+        with np.errstate(divide="ignore"):
+            weighted = batched_em.log_gaussian_prob(Xr, mu, prec, "full") + np.log(w)[:, None, :]
+        top = weighted.max(axis=-1)
+        top[~np.isfinite(top)] = 0.0
+        with np.errstate(divide="ignore"):
+            scores = np.log(np.sum(np.exp(weighted - top[..., None]), axis=-1)) + top
+        out: list[np.ndarray | None] = [None] * len(self.models)
+        for i, r in enumerate(running):
+            out[r] = scores[i]
+        return _stack_with_nan(out)
+
+
+def _chunk_size(n: int, d: int, k: int, n_init: int) -> int:
+    """Replicates per EM call within :data:`EM_MEMORY_BUDGET`: the full-covariance step holds
+    about (d + 4) arrays of N x K floats per replicate."""
+    return max(1, EM_MEMORY_BUDGET // (8 * n * k * (d + 4)))
+
+
+def _chunks(todo: list[int], size: int, workers: int) -> list[list[int]]:
+    count = max(-(-len(todo) // size), min(workers, len(todo)))
+    return [list(c) for c in np.array_split(np.array(todo), count) if len(c)]
+
+
+def _fit_chunk(job: tuple) -> batched_em.Mixtures:
+    params, X, seeds = job
+    from threadpoolctl import threadpool_limits
+
+    rngs = [np.random.default_rng(s) for s in seeds]
+    # One BLAS thread: EM's many small products gain nothing from more (as for a per-replicate fit).
+    with threadpool_limits(limits=1):
+        return batched_em.fit(X, rngs, **params)
 
 
 register_model("gmm", GMMModel)

@@ -1,4 +1,4 @@
-"""Gaussian kernel density estimate (scikit-learn's ``KernelDensity``)."""
+"""Gaussian kernel density estimate (scikit-learn's ``KernelDensity`` is the reference the tests use)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ def _bandwidth(v: Any) -> Any:
 
 
 Bandwidth = Annotated[Union[float, str], BeforeValidator(_bandwidth)]
+
+
+def bandwidth(rule: float | str, n: int, d: int) -> float:
+    """The kernel width: a number, or scikit-learn's ``KernelDensity`` rule of thumb for n points in d
+    dimensions (its formulas, without building its tree; the tests compare with it)."""
+    if rule == "scott":
+        return float(n ** (-1.0 / (d + 4)))
+    if rule == "silverman":
+        return float((n * (d + 2) / 4.0) ** (-1.0 / (d + 4)))
+    return float(rule)
 
 
 class KDEModel(BaseModel):
@@ -58,11 +68,8 @@ class KDEModel(BaseModel):
         X = np.asarray(X, dtype=float)
         if X.ndim != 2 or len(X) == 0:
             raise ValueError(f"X must have shape (n, d) with n > 0, got {X.shape}")
-        from sklearn.neighbors import KernelDensity  # scikit-learn loads on first use (CLI start-up)
-
-        self.kde_ = KernelDensity(kernel="gaussian", bandwidth=self.bandwidth).fit(X)
         self.data_ = X
-        self.bandwidth_ = float(self.kde_.bandwidth_)
+        self.bandwidth_ = bandwidth(self.bandwidth, *X.shape)
         return self
 
     def sample(self, n: int, *, rng: RNG) -> np.ndarray:
@@ -109,12 +116,7 @@ class KDEModel(BaseModel):
         return {"data": self.data_, "bandwidth": np.array(self.bandwidth_)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> "KDEModel":
-        data = np.asarray(state["data"], dtype=float)
-        from sklearn.neighbors import KernelDensity
-
-        bw = float(state["bandwidth"])
-        self.kde_ = KernelDensity(kernel="gaussian", bandwidth=bw).fit(data)
-        self.data_, self.bandwidth_ = data, bw
+        self.data_, self.bandwidth_ = np.asarray(state["data"], dtype=float), float(state["bandwidth"])
         return self
 
 

@@ -27,6 +27,9 @@ DrawReal = Callable[[int], Batch]
 @dataclass(frozen=True)
 class Policy:
     needs_history: ClassVar[bool] = False  # keep every synthetic set (accumulating policies)
+    #: The training set is the real set and every synthetic set so far, in any order: a family whose
+    #: fit depends on its data only through additive statistics can add each set's and keep no pool.
+    additive: ClassVar[bool] = False
 
     def build(
         self,
@@ -38,6 +41,14 @@ class Policy:
         draw_real: DrawReal,
     ) -> Batch:
         raise NotImplementedError
+
+
+def uses_statistics(policy_cls: type, family_cls: type) -> bool:
+    """Whether a chain fits from running sufficient statistics instead of the accumulated pool: an
+    additive policy and a batched family that offers ``statistics`` and ``fit_statistics``."""
+    return bool(getattr(policy_cls, "additive", False) and getattr(family_cls, "batched", False)
+                and callable(getattr(family_cls, "statistics", None))
+                and callable(getattr(family_cls, "fit_statistics", None)))
 
 
 class PolicySpec(Spec):

@@ -53,6 +53,7 @@ class Accumulate(Policy):
     """The real set plus every synthetic set so far: the training set grows each generation."""
 
     needs_history: ClassVar[bool] = True
+    additive: ClassVar[bool] = True
 
     def build(self, *, real, synthetic, train_size, rngs, draw_real):
         return Batch.concat([real, *synthetic])

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -45,57 +47,102 @@ class Mixtures:
                         self.precisions_cholesky[idx])
 
 
+# -- arrays: numpy, or torch tensors (CPU or CUDA) through the array API ------------------------
+def namespace(x: Any) -> Any:
+    """numpy (whose main namespace is the array API since 2.0), or array-api-compat's torch."""
+    if isinstance(x, np.ndarray):
+        return np
+    from array_api_compat import array_namespace
+
+    return array_namespace(x)
+
+
+def _is_numpy(xp: Any) -> bool:
+    return xp is np
+
+
+def _contiguous(xp: Any, x: Any) -> Any:
+    return np.ascontiguousarray(x) if _is_numpy(xp) else x.contiguous()
+
+
+def _exp_(xp: Any, x: Any) -> Any:
+    """exp in place (numpy allocates a new array otherwise: a page-faulting pass over (R, K, N))."""
+    return np.exp(x, out=x) if _is_numpy(xp) else x.exp_()
+
+
+def _transpose(xp: Any, x: Any) -> Any:
+    """Swap the last two axes."""
+    return xp.matrix_transpose(x)
+
+
+def _eye(xp: Any, d: int, like: Any) -> Any:
+    return xp.eye(d, dtype=like.dtype, device=_device(like))
+
+
+def _device(x: Any) -> Any:
+    return "cpu" if isinstance(x, np.ndarray) else x.device
+
+
 # -- the M-step -----------------------------------------------------------------------------
 # Inside EM the data is kept twice, as X (R, N, d) and as its transpose Xt (R, d, N), and the
 # responsibilities as (R, K, N): every long axis is then the last, contiguous one, which made an
 # iteration four times faster than scikit-learn's (N, K) layout batched over R.
-def estimate_parameters(X: np.ndarray, Xt: np.ndarray, resp: np.ndarray, reg_covar: float, covariance_type: str
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def estimate_parameters(X: Any, Xt: Any, resp: Any, reg_covar: float, covariance_type: str) -> tuple[Any, Any, Any]:
     """(nk, means, covariances) from responsibilities ``resp`` (R, K, N), as scikit-learn estimates them."""
-    nk = resp.sum(axis=-1) + EPS
-    means = np.matmul(resp, X) / nk[..., None]
+    xp = namespace(X)
+    nk = xp.sum(resp, axis=-1) + EPS
+    means = xp.matmul(resp, X) / nk[..., None]
     d = X.shape[-1]
     if covariance_type == "full":
         diff = Xt[:, None, :, :] - means[..., None]  # (R, K, d, N)
         weighted = diff * resp[:, :, None, :]
-        cov = np.matmul(weighted, np.swapaxes(diff, -1, -2))
+        cov = xp.matmul(weighted, _transpose(xp, diff))
         cov /= nk[..., None, None]
-        cov[..., np.arange(d), np.arange(d)] += reg_covar
+        cov += reg_covar * _eye(xp, d, cov)  # + 0 off the diagonal: exactly scikit-learn's
     elif covariance_type == "tied":
-        avg_X2 = np.matmul(Xt, X)
-        avg_means2 = np.matmul(np.swapaxes(means * nk[..., None], 1, 2), means)
-        cov = (avg_X2 - avg_means2) / nk.sum(axis=1)[:, None, None]
-        cov[..., np.arange(d), np.arange(d)] += reg_covar
+        avg_X2 = xp.matmul(Xt, X)
+        avg_means2 = xp.matmul(_transpose(xp, means * nk[..., None]), means)
+        cov = (avg_X2 - avg_means2) / xp.sum(nk, axis=1)[:, None, None]
+        cov += reg_covar * _eye(xp, d, cov)
     else:
-        avg_X2 = np.matmul(resp, X * X) / nk[..., None]
+        avg_X2 = xp.matmul(resp, X * X) / nk[..., None]
         cov = avg_X2 - means**2 + reg_covar
         if covariance_type == "spherical":
-            cov = cov.mean(axis=-1)
+            cov = xp.mean(cov, axis=-1)
     return nk, means, cov
 
 
-def precisions_cholesky(covariances: np.ndarray, covariance_type: str) -> tuple[np.ndarray, np.ndarray]:
+def precisions_cholesky(covariances: Any, covariance_type: str) -> tuple[Any, Any]:
     """Cholesky factors of the precisions, and which replicates have a covariance that is not
     positive definite (scikit-learn raises for those; here they are flagged, the others go on)."""
+    xp = namespace(covariances)
     R = covariances.shape[0]
     if covariance_type in ("diag", "spherical"):
-        bad = (covariances <= 0).reshape(R, -1).any(axis=1)
+        bad = xp.any(xp.reshape(covariances <= 0, (R, -1)), axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return 1.0 / np.sqrt(covariances), bad
+            return 1.0 / xp.sqrt(covariances), bad
     chol, bad = _cholesky(covariances)
-    eye = np.broadcast_to(np.eye(chol.shape[-1]), chol.shape)
+    eye = xp.broadcast_to(_eye(xp, chol.shape[-1], chol), chol.shape)
     with np.errstate(all="ignore"):
-        inverse = np.linalg.solve(np.where(bad.reshape((R,) + (1,) * (chol.ndim - 1)), eye, chol), eye)
-    return np.swapaxes(inverse, -1, -2), bad
+        inverse = xp.linalg.solve(xp.where(xp.reshape(bad, (R,) + (1,) * (chol.ndim - 1)), eye, chol), eye)
+    return _transpose(xp, inverse), bad
 
 
-def _cholesky(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Lower Cholesky factors of a batch; replicates with a matrix that has none are flagged."""
+def _cholesky(a: Any) -> tuple[Any, Any]:
+    """Lower Cholesky factors of a batch; replicates with a matrix that has none are flagged (their
+    factor is the identity)."""
     R = a.shape[0]
+    if not isinstance(a, np.ndarray):  # torch reports failures per matrix, without raising
+        import torch
+
+        chol, info = torch.linalg.cholesky_ex(a)
+        bad = (info.reshape(R, -1) != 0).any(dim=1)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        return torch.where(bad.reshape((R,) + (1,) * (a.ndim - 1)), eye, chol), bad
     try:
         return np.linalg.cholesky(a), np.zeros(R, dtype=bool)
     except np.linalg.LinAlgError:  # rare (a collapsing chain): find which, one replicate at a time
-        out, bad = np.zeros_like(a), np.zeros(R, dtype=bool)
+        out, bad = np.broadcast_to(np.eye(a.shape[-1]), a.shape).copy(), np.zeros(R, dtype=bool)
         for r in range(R):
             try:
                 out[r] = np.linalg.cholesky(a[r])
@@ -105,76 +152,81 @@ def _cholesky(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the E-step -----------------------------------------------------------------------------
-def log_gaussian_prob(X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+def log_gaussian_prob(X: Any, means: Any, prec_chol: Any, covariance_type: str) -> Any:
     """log N(x_n; mu_k, Sigma_k) for data X (R, N, d), as (R, N, K)."""
-    return np.swapaxes(_log_gaussian_prob(np.swapaxes(X, 1, 2), means, prec_chol, covariance_type), 1, 2)
+    xp = namespace(X)
+    lp = _log_gaussian_prob(xp.permute_dims(X, (0, 2, 1)), means, prec_chol, covariance_type)
+    return xp.permute_dims(lp, (0, 2, 1))
 
 
-def _log_gaussian_prob(Xt: np.ndarray, means: np.ndarray, prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
+def _log_gaussian_prob(Xt: Any, means: Any, prec_chol: Any, covariance_type: str) -> Any:
     """log N(x_n; mu_k, Sigma_k) for transposed data Xt (R, d, N), as (R, K, N)."""
+    xp = namespace(Xt)
     d = Xt.shape[1]
     if covariance_type == "full":
         # y = (x - mu) @ P, one (d, N) block per component: P^T x - P^T mu.
-        pt = np.swapaxes(prec_chol, -1, -2)
-        y = np.matmul(pt, Xt[:, None])  # (R, K, d, N)
-        y -= np.matmul(pt, means[..., None])
-        log_prob = np.sum(np.square(y, out=y), axis=-2)
-        log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)
+        pt = _transpose(xp, prec_chol)
+        y = xp.matmul(pt, Xt[:, None])  # (R, K, d, N)
+        y -= xp.matmul(pt, means[..., None])
+        y *= y
+        log_prob = xp.sum(y, axis=-2)
+        log_det = xp.sum(xp.log(xp.linalg.diagonal(prec_chol)), axis=-1)
     elif covariance_type == "tied":
-        pt = np.swapaxes(prec_chol, -1, -2)
-        y = np.matmul(pt, Xt)[:, None] - np.matmul(means, prec_chol)[..., None]
-        log_prob = np.sum(np.square(y), axis=-2)
-        log_det = np.sum(np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)), axis=-1)[:, None]
+        pt = _transpose(xp, prec_chol)
+        y = xp.matmul(pt, Xt)[:, None] - xp.matmul(means, prec_chol)[..., None]
+        log_prob = xp.sum(y * y, axis=-2)
+        log_det = xp.sum(xp.log(xp.linalg.diagonal(prec_chol)), axis=-1)[:, None]
     elif covariance_type == "diag":
         precisions = prec_chol**2
-        log_prob = (np.sum(means**2 * precisions, axis=-1)[..., None]
-                    - 2.0 * np.matmul(means * precisions, Xt)
-                    + np.matmul(precisions, Xt**2))
-        log_det = np.sum(np.log(prec_chol), axis=-1)
+        log_prob = (xp.sum(means**2 * precisions, axis=-1)[..., None]
+                    - 2.0 * xp.matmul(means * precisions, Xt)
+                    + xp.matmul(precisions, Xt**2))
+        log_det = xp.sum(xp.log(prec_chol), axis=-1)
     else:
         precisions = prec_chol**2
-        log_prob = (np.sum(means**2, axis=-1)[..., None] * precisions[..., None]
-                    - 2.0 * np.matmul(means, Xt) * precisions[..., None]
-                    + np.sum(Xt**2, axis=1)[:, None, :] * precisions[..., None])
-        log_det = d * np.log(prec_chol)
+        log_prob = (xp.sum(means**2, axis=-1)[..., None] * precisions[..., None]
+                    - 2.0 * xp.matmul(means, Xt) * precisions[..., None]
+                    + xp.sum(Xt**2, axis=1)[:, None, :] * precisions[..., None])
+        log_det = d * xp.log(prec_chol)
     log_prob *= -0.5
     log_prob += (log_det - 0.5 * d * math.log(2 * math.pi))[..., None]
     return log_prob
 
 
-def e_step(Xt: np.ndarray, mix: Mixtures, covariance_type: str) -> tuple[np.ndarray, np.ndarray]:
+def e_step(Xt: Any, mix: Mixtures, covariance_type: str) -> tuple[Any, Any]:
     """(the mean log-likelihood of each replicate's data (R,), responsibilities (R, K, N)).
 
     scikit-learn's log-sum-exp, with the responsibilities formed as exp(w - top) / sum rather than
     exp(w - log-sum-exp): the same to rounding, one pass over (R, K, N) fewer."""
+    xp = namespace(Xt)
     with np.errstate(divide="ignore"):
         weighted = _log_gaussian_prob(Xt, mix.means, mix.precisions_cholesky, covariance_type)
-        weighted += np.log(mix.weights)[..., None]
-    top = np.max(weighted, axis=1)
-    top[~np.isfinite(top)] = 0.0
+        weighted += xp.log(mix.weights)[..., None]
+    top = xp.max(weighted, axis=1)
+    top = xp.where(xp.isfinite(top), top, 0.0)
     weighted -= top[:, None, :]
-    resp = np.exp(weighted, out=weighted)
-    total = np.sum(resp, axis=1)
+    resp = _exp_(xp, weighted)
+    total = xp.sum(resp, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         resp /= total[:, None, :]
-        norm = np.log(total)
+        norm = xp.log(total)
     norm += top
-    return norm.mean(axis=-1), resp
+    return xp.mean(norm, axis=-1), resp
 
 
-def m_step(X: np.ndarray, Xt: np.ndarray, resp: np.ndarray, reg_covar: float, covariance_type: str
-           ) -> tuple[Mixtures, np.ndarray]:
+def m_step(X: Any, Xt: Any, resp: Any, reg_covar: float, covariance_type: str) -> tuple[Mixtures, Any]:
     nk, means, cov = estimate_parameters(X, Xt, resp, reg_covar, covariance_type)
-    weights = nk / nk.sum(axis=-1, keepdims=True)
+    weights = nk / namespace(nk).sum(nk, axis=-1, keepdims=True)
     prec, bad = precisions_cholesky(cov, covariance_type)
     return Mixtures(weights, means, cov, prec), bad
 
 
-def em(X: np.ndarray, init: Mixtures, *, covariance_type: str = "full", tol: float = 1e-3, max_iter: int = 100,
-       reg_covar: float = 1e-6, skip: np.ndarray | None = None) -> Mixtures:
+def em(X: Any, init: Mixtures, *, covariance_type: str = "full", tol: float = 1e-3, max_iter: int = 100,
+       reg_covar: float = 1e-6, skip: Any = None) -> Mixtures:
     """EM from initial parameters ``init`` (weights, means, Cholesky factors of the precisions), one
     mixture per replicate; a replicate stops changing once its lower bound moves by less than ``tol``.
-    ``skip`` (R,) marks replicates not to fit (their parameters stay ``init``'s).
+    ``skip`` (R,) marks replicates not to fit (their parameters stay ``init``'s). X and ``init`` are
+    numpy arrays, or torch tensors on any device (the fit then runs there).
 
     >>> import numpy as np
     >>> X = np.random.default_rng(0).normal(size=(3, 200, 2))
@@ -183,36 +235,43 @@ def em(X: np.ndarray, init: Mixtures, *, covariance_type: str = "full", tol: flo
     >>> fit.weights.shape, fit.converged.all()
     ((3, 2), True)
     """
+    xp = namespace(X)
     R = X.shape[0]
-    mix = Mixtures(init.weights.copy(), init.means.copy(),
-                   None if init.covariances is None else init.covariances.copy(), init.precisions_cholesky.copy())
-    mix.lower_bound = np.full(R, -np.inf)
-    mix.n_iter = np.zeros(R, dtype=np.int64)
-    mix.converged = np.zeros(R, dtype=bool)
-    active = np.ones(R, dtype=bool) if skip is None else ~np.asarray(skip, dtype=bool)
+    copy = lambda a: xp.asarray(a, copy=True)  # noqa: E731
+    mix = Mixtures(copy(init.weights), copy(init.means), None if init.covariances is None else copy(init.covariances),
+                   copy(init.precisions_cholesky))
+    dev = _device(X)
+    mix.lower_bound = xp.full(R, -math.inf, dtype=X.dtype, device=dev)
+    mix.n_iter = xp.zeros(R, dtype=xp.int64, device=dev)
+    mix.converged = xp.zeros(R, dtype=xp.bool, device=dev)
+    active = xp.ones(R, dtype=xp.bool, device=dev)
+    if skip is not None:
+        active = ~xp.asarray(skip, dtype=xp.bool, device=dev)
     if mix.covariances is None:  # started from precisions: covariances follow from the first M-step
-        mix.covariances = np.full_like(init.precisions_cholesky, np.nan)
-    Xt = np.ascontiguousarray(np.swapaxes(X, 1, 2))
-    everyone = bool(active.all())
+        mix.covariances = xp.full(init.precisions_cholesky.shape, math.nan, dtype=X.dtype, device=dev)
+    Xt = _contiguous(xp, xp.permute_dims(X, (0, 2, 1)))
+    everyone = bool(xp.all(active))
     for it in range(1, max_iter + 1):
-        idx = np.flatnonzero(active)
-        if not len(idx):
+        idx = xp.nonzero(active)[0]
+        if not idx.shape[0]:
             break
-        if everyone and len(idx) == R:  # no copy while the whole batch is still running
+        if everyone and idx.shape[0] == R:  # no copy while the whole batch is still running
             Xa, Xta, current = X, Xt, mix
         else:
             Xa, Xta, current = X[idx], Xt[idx], mix.take(idx)
         lower, resp = e_step(Xta, current, covariance_type)
         new, bad = m_step(Xa, Xta, resp, reg_covar, covariance_type)
-        for r in idx[bad]:
-            mix.failed[int(r)] = ILL_DEFINED
+        if bool(xp.any(bad)):
+            for r in idx[bad]:
+                mix.failed[int(r)] = ILL_DEFINED
         ok = ~bad
         keep = idx[ok]
         mix.weights[keep], mix.means[keep] = new.weights[ok], new.means[ok]
         mix.covariances[keep], mix.precisions_cholesky[keep] = new.covariances[ok], new.precisions_cholesky[ok]
         change = lower - mix.lower_bound[idx]
-        mix.lower_bound[idx], mix.n_iter[idx] = lower, it
-        done = np.abs(change) < tol
+        mix.lower_bound[idx] = lower
+        mix.n_iter[idx] = it
+        done = xp.abs(change) < tol
         mix.converged[idx[done]] = True
         active[idx[done | bad]] = False
     return mix
@@ -357,10 +416,11 @@ def kmeans(X: np.ndarray, n_clusters: int, rngs: list[np.random.Generator], max_
 
 def fit(X: np.ndarray, rngs: list[np.random.Generator], *, n_components: int, covariance_type: str = "full",
         tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
-        init_params: str = "kmeans") -> Mixtures:
+        init_params: str = "kmeans", device: Any = None) -> Mixtures:
     """Initialise and run EM for every replicate, ``n_init`` times each, keeping each replicate's best
     lower bound (the first on a tie, as scikit-learn does). A replicate fails (``failed``) when any of
-    its starts does, or when it has fewer points than components."""
+    its starts does, or when it has fewer points than components. The initialisations are drawn
+    with numpy; EM runs on ``device`` (a torch device) when given, else in numpy."""
     R, N, _ = X.shape
     failed: dict[int, str] = {}
     if N < n_components:
@@ -375,7 +435,12 @@ def fit(X: np.ndarray, rngs: list[np.random.Generator], *, n_components: int, co
         init = initial_parameters(Xs, resp, reg_covar, covariance_type)
         failed.update(init.failed)
         skip = np.isin(np.arange(R), list(failed))
-        run = em(Xs, init, covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar, skip=skip)
+        if device is None:
+            run = em(Xs, init, covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar,
+                     skip=skip)
+        else:
+            run = _em_on(device, Xs, init, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                         reg_covar=reg_covar, skip=skip)
         failed.update(run.failed)
         if best is None:
             best = run
@@ -386,6 +451,21 @@ def fit(X: np.ndarray, rngs: list[np.random.Generator], *, n_components: int, co
             setattr(best, name, np.where(better.reshape((R,) + (1,) * (a.ndim - 1)), b, a))
     best.failed = dict(sorted(failed.items()))
     return best
+
+
+def _em_on(device: Any, X: np.ndarray, init: Mixtures, **kwargs: Any) -> Mixtures:
+    """:func:`em` on a torch device, numpy in and out."""
+    import torch
+
+    def to(a: Any) -> Any:
+        return None if a is None else torch.as_tensor(np.ascontiguousarray(a), device=device)
+
+    run = em(to(X), Mixtures(to(init.weights), to(init.means), to(init.covariances), to(init.precisions_cholesky)),
+             **kwargs)
+    out = Mixtures(*(a.cpu().numpy() for a in (run.weights, run.means, run.covariances, run.precisions_cholesky)))
+    out.lower_bound, out.n_iter, out.converged = (a.cpu().numpy() for a in (run.lower_bound, run.n_iter, run.converged))
+    out.failed = run.failed
+    return out
 
 
 def _all_failed(X: np.ndarray, K: int, why: str) -> Mixtures:

@@ -84,6 +84,7 @@ class GMMModel(BaseModel):
         n_init: Annotated[int, Field(ge=1)] = 1,
         init_params: Literal["kmeans", "k-means++", "random", "random_from_data"] = "kmeans",
         backend: Literal["batched", "sklearn"] = "batched",
+        device: Literal["numpy", "auto", "cpu", "cuda"] = "numpy",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -93,10 +94,33 @@ class GMMModel(BaseModel):
         self.n_init = n_init
         self.init_params = init_params
         self.backend = backend
+        self.device = device
 
     def em_params(self) -> dict[str, Any]:
-        """The hyperparameters scikit-learn's ``GaussianMixture`` takes (all but ``backend``)."""
-        return {k: v for k, v in self.get_params().items() if k != "backend"}
+        """The hyperparameters scikit-learn's ``GaussianMixture`` takes (all but ``backend`` and ``device``)."""
+        return {k: v for k, v in self.get_params().items() if k not in ("backend", "device")}
+
+    @classmethod
+    def check_params(cls, p: dict[str, Any]) -> None:
+        if p.get("device", "numpy") != "numpy" and p.get("backend") == "sklearn":
+            raise ValueError(f"device: {p['device']!r} needs backend 'batched' (scikit-learn fits with numpy)")
+
+    @classmethod
+    def check_source(cls, params: dict[str, Any], source: Any) -> None:
+        """A torch device asked for must exist, before anything is written."""
+        device = params.get("device", "numpy")
+        if device == "numpy" or params.get("backend") == "sklearn":
+            return
+        from ..errors import DataError
+
+        try:
+            import array_api_compat  # noqa: F401
+            import torch
+        except ImportError:
+            raise DataError(f"model.device={device!r} needs PyTorch and array-api-compat: "
+                            "pip install 'modelcollapse[torch]' (or device: numpy)") from None
+        if device == "cuda" and not torch.cuda.is_available():
+            raise DataError("model.device='cuda' but PyTorch sees no CUDA device (device: auto falls back to the CPU)")
 
     @classmethod
     def replicated(cls, factory: Any, replicates: int, params: dict[str, Any]) -> ReplicatedModel:
@@ -112,7 +136,8 @@ class GMMModel(BaseModel):
         if not np.all(np.isfinite(X)):
             raise FitError("training data contains non-finite values")
         if self.backend == "batched":
-            mix = batched_em.fit(X[None], [rng if rng is not None else np.random.default_rng()], **self.em_params())
+            mix = batched_em.fit(X[None], [rng if rng is not None else np.random.default_rng()], **self.em_params(),
+                                 device=_torch_device(self.device))
             if mix.failed:
                 raise ValueError(mix.failed[0])
             self._set_fit(mix, 0)
@@ -137,7 +162,10 @@ class GMMModel(BaseModel):
 
     @classmethod
     def fit_nbytes(cls, params, example_nbytes, train_size):
-        return 8 * 3 * train_size * params["n_components"]  # EM's responsibilities and log densities
+        d, k = example_nbytes // 8, params["n_components"]
+        if params.get("backend", "batched") == "batched":  # one chunk of replicates at a time
+            return max(EM_MEMORY_BUDGET, 8 * train_size * k * (d + 4))
+        return 8 * 3 * train_size * k  # EM's responsibilities and log densities
 
     @classmethod
     def check_spec(cls, spec: Any) -> None:
@@ -217,7 +245,7 @@ class BatchedGMM(ReplicatedModel):
         X = np.asarray(X, dtype=float)
         proto = self.factory()
         chunks = _chunks(todo, _chunk_size(X.shape[1], X.shape[2], proto.n_components, proto.n_init), workers)
-        jobs = [(proto.em_params(), X[c], [seeds[r] for r in c]) for c in chunks]
+        jobs = [(proto.em_params(), X[c], [seeds[r] for r in c], proto.device) for c in chunks]
         if workers > 1 and len(jobs) > 1 and pool is not None:  # chunks side by side, same numbers
             results = pool.map(_fit_chunk, jobs)
         else:
@@ -286,18 +314,32 @@ def _chunk_size(n: int, d: int, k: int, n_init: int) -> int:
 
 
 def _chunks(todo: list[int], size: int, workers: int) -> list[list[int]]:
-    count = max(-(-len(todo) // size), min(workers, len(todo)))
+    """At most ``size`` replicates a chunk, in a multiple of ``workers`` chunks (so that the workers
+    finish together)."""
+    count = max(-(-len(todo) // size), 1)
+    if workers > 1:
+        count = -(-count // workers) * workers
+    count = min(count, len(todo))
     return [list(c) for c in np.array_split(np.array(todo), count) if len(c)]
 
 
 def _fit_chunk(job: tuple) -> batched_em.Mixtures:
-    params, X, seeds = job
+    params, X, seeds, device = job
     from threadpoolctl import threadpool_limits
 
     rngs = [np.random.default_rng(s) for s in seeds]
     # One BLAS thread: EM's many small products gain nothing from more (as for a per-replicate fit).
     with threadpool_limits(limits=1):
-        return batched_em.fit(X, rngs, **params)
+        return batched_em.fit(X, rngs, **params, device=_torch_device(device))
+
+
+def _torch_device(name: str) -> Any:
+    """None for numpy, else the torch device ("auto": CUDA when present)."""
+    if name == "numpy":
+        return None
+    from .torch_common import resolve_device
+
+    return resolve_device(name)
 
 
 register_model("gmm", GMMModel)

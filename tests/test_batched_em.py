@@ -231,3 +231,17 @@ def test_a_device_is_checked_before_the_run(tmp_path, capsys) -> None:
         assert main(["run", "gmm", "--set", "model.device=cuda", "--out", str(tmp_path / "b")]) == 2
         assert "no CUDA device" in capsys.readouterr().err
         assert not (tmp_path / "b").exists()
+
+
+def test_fits_that_reach_max_iter_are_counted_in_the_manifest_and_said(tmp_path, capsys) -> None:
+    import json
+
+    from modelcollapse.cli import main
+
+    args = ["replicates=3", "generations=2", "train_size=100", "model.max_iter=1", "model.tol=1e-12",
+            "metrics=[l2_distance]"]
+    assert main(["run", "gmm", *[a for o in args for a in ("--set", o)], "--out", str(tmp_path / "run"), "-q",
+                 "--no-report"]) == 0
+    counts = json.loads((tmp_path / "run" / "manifest.json").read_text())["not_converged"]
+    assert counts == {"0": 3, "1": 3, "2": 3}
+    assert "9 fits in 3 generations reached model.max_iter" in capsys.readouterr().err

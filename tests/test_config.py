@@ -57,6 +57,15 @@ def test_overrides_parse_values_as_yaml():
     assert spec.data.mean == [1.0] and spec.name == "custom"
 
 
+def test_exponent_notation_is_a_number_in_overrides_and_files(tmp_path):
+    """YAML 1.1 reads 1e-12 as a string; a user means a number (and a strict spec refused the string)."""
+    assert load_spec("gmm", ["model.tol=1e-12", "model.reg_covar=2E-3"]).model.tol == 1e-12
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {kind: gmm, tol: 1e-5}\ndata: {kind: gmm}\n")
+    assert load_spec(str(spec)).model.tol == 1e-5
+    assert load_spec("gmm", ["name='1e3'"]).name == "1e3"  # quoted: still a string
+
+
 def test_override_into_a_list_element():
     spec = load_spec("gmm", ["data.weights.0=0.4", "data.weights.1=0.6"])
     assert spec.data.weights == [0.4, 0.6]

@@ -137,6 +137,12 @@ class _SpecLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# YAML 1.1 (PyYAML) reads 1e-12 as a string, and a strict spec then refuses `--set model.tol=1e-12`;
+# YAML 1.2 and every user read it as a number.
+_SpecLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                  list("-+0123456789"))
+
+
 def parse_yaml(text: str, where: str) -> Any:
     """YAML text as Python data; a syntax error names ``where``, the line and the column."""
     try:

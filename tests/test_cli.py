@@ -124,7 +124,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", sorted(SMALL))  # paper-vae and lm-tiny take minutes here; paper-lm needs a GPU
+@pytest.mark.parametrize("preset", sorted([*SMALL, "paper-gmm"]))  # paper-gmm, paper-vae, lm-tiny take minutes here
 def test_full_size_presets(preset, tmp_path):
     """Every preset at its default size, as a user runs it (minutes; `pytest -m slow`)."""
     assert main(["run", preset, "--out", str(tmp_path / "run"), "-q"]) == 0

@@ -100,7 +100,7 @@ class Chain:
         X = self.model.sample(self.spec.train_size, rng=self.streams["sample"], **extra)
         synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64))
         if self.incremental:
-            self.stats = self.model.add_statistics(self.stats, self.model.statistics(X, self.stats.get("shift")))
+            self._add_statistics(X)
             return self._fit_and_measure(g, None, synthetic)
         self.history = [*self.history, synthetic] if self.policy.needs_history else [synthetic]
         train = self.policy.build(
@@ -111,6 +111,10 @@ class Chain:
             draw_real=self.draw_real,
         )
         return self._fit_and_measure(g, train, synthetic)
+
+    def _add_statistics(self, X: np.ndarray) -> None:
+        """Fold a synthetic set into the running statistics (shifted by the real set's, see GaussianModel)."""
+        self.stats = self.model.add_statistics(self.stats, self.model.statistics(X, self.stats.get("shift")))
 
     def draw_real(self, n: int) -> Batch:
         return self.source.draw(n, self.streams["real"])
@@ -176,7 +180,7 @@ class Chain:
         elif self.incremental:
             self.stats = self.model.statistics(real.X)
             for batch in history:
-                self.stats = self.model.add_statistics(self.stats, self.model.statistics(batch.X, self.stats.get("shift")))
+                self._add_statistics(batch.X)
             self.history = []
         else:
             self.history = list(history)

@@ -244,7 +244,7 @@ class BatchedGMM(ReplicatedModel):
             return self
         X = np.asarray(X, dtype=float)
         proto = self.factory()
-        chunks = _chunks(todo, _chunk_size(X.shape[1], X.shape[2], proto.n_components, proto.n_init), workers)
+        chunks = _chunks(todo, _chunk_size(X.shape[1], X.shape[2], proto.n_components), workers)
         jobs = [(proto.em_params(), X[c], [seeds[r] for r in c], proto.device) for c in chunks]
         if workers > 1 and len(jobs) > 1 and pool is not None:  # chunks side by side, same numbers
             results = pool.map(_fit_chunk, jobs)
@@ -307,7 +307,7 @@ class BatchedGMM(ReplicatedModel):
         return _stack_with_nan(out)
 
 
-def _chunk_size(n: int, d: int, k: int, n_init: int) -> int:
+def _chunk_size(n: int, d: int, k: int) -> int:
     """Replicates per EM call within :data:`EM_MEMORY_BUDGET`: the full-covariance step holds
     about (d + 4) arrays of N x K floats per replicate."""
     return max(1, EM_MEMORY_BUDGET // (8 * n * k * (d + 4)))

@@ -232,7 +232,7 @@ def em(X: Any, init: Mixtures, *, covariance_type: str = "full", tol: float = 1e
     >>> X = np.random.default_rng(0).normal(size=(3, 200, 2))
     >>> resp = np.eye(2)[np.arange(200) % 2].T[None].repeat(3, 0)  # (R, K, N)
     >>> fit = em(X, initial_parameters(X, resp, 1e-6, "full"), covariance_type="full")
-    >>> fit.weights.shape, fit.converged.all()
+    >>> fit.weights.shape, bool(fit.converged.all())
     ((3, 2), True)
     """
     xp = namespace(X)

@@ -54,10 +54,12 @@ def sklearn_mixture(weights: np.ndarray, means: np.ndarray, covariances: np.ndar
 class GMMModel(BaseModel):
     """Gaussian mixture fitted by expectation-maximisation.
 
-    Hyperparameters are passed through to :class:`sklearn.mixture.GaussianMixture`;
-    its ``random_state`` is set from the ``rng`` given to :meth:`fit`, and
-    :meth:`sample` draws through the generator it is given (scikit-learn's own
-    ``sample`` reuses the stored seed, which would freeze a chain's randomness).
+    The hyperparameters are :class:`sklearn.mixture.GaussianMixture`'s. ``backend="batched"``
+    (the default) fits with :mod:`.batched_em`, scikit-learn's algorithm batched over replicates,
+    drawing its initialisation from the ``rng`` given to :meth:`fit`, on ``device`` ("numpy", or a
+    torch device: "cpu", "cuda", "auto"); ``backend="sklearn"`` fits with scikit-learn itself, its
+    ``random_state`` set from that ``rng``. :meth:`sample` draws through the generator it is given
+    (scikit-learn's own ``sample`` reuses the stored seed, which would freeze a chain's randomness).
 
     Examples
     --------
@@ -65,7 +67,7 @@ class GMMModel(BaseModel):
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(-3, 1, (200, 1)), rng.normal(3, 1, (200, 1))])
     >>> m = GMMModel(n_components=2).fit(X, rng=rng)
-    >>> sorted(np.round(m.weights_, 1))
+    >>> sorted(np.round(m.weights_, 1).tolist())
     [0.5, 0.5]
     """
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from .results import MetricWriter, PARTS, part_files, parquet_bytes, rows_for_generation
-from .store import APPENDED, RunDirError, RunStore, dense_provenance, dumps, now, sha256
+from .store import APPENDED, STATS, RunDirError, RunStore, dense_provenance, dumps, now, sha256
 
 CHECKPOINTS = ("checkpoint.npz", "checkpoint.prev.npz")
 
@@ -347,7 +347,7 @@ def _needs_history(spec: Any, ck: dict) -> bool:
     the running statistics that stand in for them."""
     from .policies import POLICIES
 
-    has_stats = any(k.startswith("stats/") for k in ck)
+    has_stats = any(k.startswith(STATS) for k in ck)
     return bool(POLICIES.get(spec.policy.kind).cls.needs_history) and not has_stats
 
 

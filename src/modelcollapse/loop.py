@@ -16,7 +16,7 @@ from .batch import REAL, Batch
 from .chain import Chain, Generation
 from .config import ExperimentSpec
 from .results import MetricWriter, metrics_format, part_files
-from .store import APPENDED, RunDirError, RunStore, now, sparse_provenance
+from .store import APPENDED, STATS, RunDirError, RunStore, now, sparse_provenance
 
 #: Written into every generation file: 2 adds metric/*, sparse provenance and stop reasons.
 GENERATION_FORMAT = "2"
@@ -161,9 +161,6 @@ def _drop_models(store: RunStore, ledger: integrity.Ledger) -> None:
         kept = integrity.split_model(store.read_tensors(name))[0]
         store.write_tensors(name, kept, store.tensor_metadata(name))
         del ledger.models[k]
-
-
-STATS = "stats/"  # checkpoint arrays of an accumulating chain's running statistics
 
 
 def _checkpoint(store: RunStore, chain: Chain, g: int, writer: MetricWriter, ledger: integrity.Ledger,

@@ -440,6 +440,9 @@ class RunStore:
         return dense_provenance(arrays, g, len(arrays["stopped"]) if "stopped" in arrays else None)
 
 
+STATS = "stats/"  # checkpoint arrays of an accumulating chain's running statistics
+
+
 def sparse_provenance(counts: np.ndarray) -> dict[str, np.ndarray]:
     """Provenance as stored: the source columns any replicate drew from, and their counts, in the
     smallest integer type that holds them; one row when every replicate has the same counts (an

@@ -12,6 +12,7 @@ from pydantic import Field
 from . import batched_em
 from .base import RNG, BaseModel, FitError, ReplicatedModel, _stack_with_nan, draw
 from .family import register_model
+from ..mixtures import logsumexp
 from .gaussian import psd_sqrt
 
 #: Working memory of one batched EM call (responsibilities, differences, log densities); more
@@ -299,10 +300,7 @@ class BatchedGMM(ReplicatedModel):
             return super().log_prob(X)
         with np.errstate(divide="ignore"):
             weighted = batched_em.log_gaussian_prob(Xr, mu, prec, "full") + np.log(w)[:, None, :]
-        top = weighted.max(axis=-1)
-        top[~np.isfinite(top)] = 0.0
-        with np.errstate(divide="ignore"):
-            scores = np.log(np.sum(np.exp(weighted - top[..., None]), axis=-1)) + top
+        scores = logsumexp(weighted, axis=-1)
         out: list[np.ndarray | None] = [None] * len(self.models)
         for i, r in enumerate(running):
             out[r] = scores[i]

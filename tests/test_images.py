@@ -86,7 +86,7 @@ def test_wrong_image_shape_for_the_conv_vae_fails_before_training(tmp_path):
 
 
 def test_train_size_larger_than_the_pool():
-    with pytest.raises(DataError, match="exceeds the .* training images"):
+    with pytest.raises(DataError, match="exceed the .* training images"):
         Chain(load_spec("vae-digits", ["train_size=5000"]))
 
 

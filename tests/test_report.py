@@ -77,7 +77,12 @@ def test_gaussian_report(gaussian_run: Path) -> None:
         assert metric in text
     metrics = [f"metric_{m}.png" for m in ("mean_error", "variance_ratio", "w2", "kl")]
     check_pngs(gaussian_run, [*metrics, "density.png", "provenance.png"])
-    assert "closed-form E[variance_ratio]" in text and "closed-form E[mean_error]" in text
+    # The theory: drawn over its metrics, tabulated against the replicates, and the collapse figure.
+    assert "Red: theory (exact)" in text and "Theory vs simulation" in text
+    check_pngs(gaussian_run, ["theory_p_collapsed.png", "theory_schedules.png"])
+    rows = re.findall(r"<tr><td>(\w+)</td><td>(\w+)</td><td>(\d+)</td><td>exact</td>.*?<td>([^<]*)</td></tr>", text)
+    assert {("variance_ratio", "median"), ("mean_error", "mean"), ("w2", "rms"), ("kl", "mean")} <= {
+        r[:2] for r in rows}
     assert "completed" in text and "<h1>gaussian</h1>" in text
     assert "Files in the run directory" in text and "gen_000030.safetensors" in text
 
@@ -189,7 +194,15 @@ def test_discrete_report(tmp_path: Path) -> None:
         assert f"metric_{metric}" in text
     check_pngs(run_dir, ["categorical_rare.png", "categorical_heatmap.png", "metric_support_size.png"])
     assert not (run_dir / "figures" / "density.png").exists()
-    assert "closed-form E[gini_simpson]" in text
+    assert "Red: theory (exact)" in text and "metric_support_size" in text
+    check_pngs(run_dir, ["theory_p_collapsed.png"])
+
+
+def test_a_run_without_theory_says_so_in_one_line(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path, "kde", "replicates=2", "generations=2", "train_size=50", "heldout_size=50")
+    text = write_report(run_dir).read_text()
+    assert "<h2>Theory</h2><p>No closed form applies to a kde model" in text
+    assert "Theory vs simulation" not in text
 
 
 def test_accumulate_provenance(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_bad_text_input(tmp_path):
         _text(source="path", path=str(tmp_path / "empty.txt"))
     with pytest.raises(DataError, match="block_size"):
         _text(source="pydoc", block_size=10**7)
-    with pytest.raises(DataError, match="exceeds the .* training blocks"):
+    with pytest.raises(DataError, match="exceed the .* training blocks"):
         Chain(load_spec("lm-ngram", ["train_size=10000000"]))
 
 

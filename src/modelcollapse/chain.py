@@ -1,8 +1,9 @@
 """One chain of generations for all replicates, in memory (no I/O: see ``loop.py``).
 
-Generation 0 is fitted on ``train_size`` real examples. Generation g >= 1 is fitted on
-the training set the policy builds from the real set and the synthetic sets drawn so
-far; every synthetic set has ``train_size`` examples sampled from generation g-1.
+Generation 0 is fitted on M_0 real examples. Generation g >= 1 is fitted on the training
+set of M_g examples the policy builds from the real set and the synthetic sets drawn so far;
+the synthetic set drawn from generation g-1 has M_g examples. M_g = ``train_size``, or its
+schedule at g (:mod:`.schedules`).
 
 The chain names no family and no data kind: the family (``MODELS``) fits and samples,
 the data kind's :class:`~modelcollapse.data.Source` draws real data, holds the held-out
@@ -57,6 +58,7 @@ class Chain:
         self.source = load_source(spec.data)
         self.truth = self.source.truth
         self.policy: Policy = build_policy(spec.policy)
+        self.sizes = spec.sizes()  # M_g for every generation
         self.streams = RandomStreams(spec.seed, range(spec.replicates))
         self.model = make_model(spec, self.source)
         params = spec.model.model_dump()
@@ -89,15 +91,16 @@ class Chain:
 
     # -- the two kinds of generation --------------------------------------------------
     def first(self) -> Generation:
-        self.real = self.draw_real(self.spec.train_size)
+        self.real = self.draw_real(int(self.sizes[0]))
         self.heldout = self.source.heldout(self.spec, self.needs, self.streams["heldout"])
         if self.incremental:
             self.stats = self.model.statistics(self.real.X)
         return self._fit_and_measure(0, self.real, synthetic=None)
 
     def step(self, g: int) -> Generation:
-        extra = self.source.sample_kwargs(self.real)
-        X = self.model.sample(self.spec.train_size, rng=self.streams["sample"], **extra)
+        n = int(self.sizes[g])
+        extra = self.source.sample_kwargs(self.real, n)
+        X = self.model.sample(n, rng=self.streams["sample"], **extra)
         synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64))
         if self.incremental:
             self._add_statistics(X)
@@ -106,7 +109,7 @@ class Chain:
         train = self.policy.build(
             real=self.real,
             synthetic=self.history,
-            train_size=self.spec.train_size,
+            train_size=int(self.sizes[g]),
             rngs=self.streams["policy"],
             draw_real=self.draw_real,
         )
@@ -154,9 +157,9 @@ class Chain:
             values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
         else:
             values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
-        if train is None:  # the real set, then train_size examples from each earlier generation
+        if train is None:  # the real set, then the set drawn from each earlier generation (M_1 .. M_g)
             R = self.spec.replicates
-            row = np.full(g + 1, self.spec.train_size, dtype=np.int64)
+            row = self.sizes[: g + 1].copy()
             row[0] = len(self.real)
             counts = np.broadcast_to(row, (R, g + 1))  # the same for every replicate: one row, not R
             extras = {}

@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("plugins", help="list every model family, data kind, policy, metric and estimator, and where "
                                    "each came from (built-in, a plug-in package, ...)")
 
+    t = sub.add_parser("theory", help="print the closed forms that apply to a spec (runs nothing): what each is, "
+                                      "and its values at a few generations")
+    t.add_argument("spec")
+    t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    t.add_argument("--at", type=int, action="append", metavar="G", help="a generation to print (repeatable; "
+                                                                           "default: five spread over the run)")
+
     s = sub.add_parser("show", help="print the fully resolved spec (validates it; runs nothing)")
     s.add_argument("spec")
     s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins,
-                    "repair": _repair}
+                    "repair": _repair, "theory": _theory}
         _report_broken_plugins(err)
         return commands[args.command](args, err)
     except (SpecError, RunDirError) as exc:
@@ -127,6 +134,37 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         html = write_report(store.path)
         err.print(f"report: {html}")
     err.print(f"done: {store.path}")
+    return EXIT_OK
+
+
+def _theory(args: argparse.Namespace, err: Console) -> int:
+    from . import theory
+    from .report.theory import table_generations
+
+    spec = load_spec(args.spec, args.overrides)
+    found, notes = theory.collect(spec)
+    out = Console(highlight=False, soft_wrap=True)
+    if not found:
+        out.print(notes[0] if notes else "No closed form applies.")
+        return EXIT_OK
+    gens = sorted(set(args.at)) if args.at else table_generations(spec.generations)
+    bad = [g for g in gens if not 0 <= g <= spec.generations]
+    if bad:
+        raise SpecError([f"--at: generation {bad[0]} is outside the run's 0-{spec.generations}"])
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("result", "statistic", *[f"g={g}" for g in gens], "kind"):
+        table.add_column(column, no_wrap=True)
+    for name, curve in found.items():
+        for key in ("mean", "rms", "median", "q05", "q95"):
+            if key in curve:
+                table.add_row(name, key, *[f"{curve[key][g]:.4g}" for g in gens], curve["label"])
+    out.print(table)
+    for name, curve in found.items():
+        out.print(f"[bold]{name}[/] ({curve['label']}): {escape(curve['about'])}")
+    for note in notes:
+        out.print(f"not provided: {escape(note)}")
     return EXIT_OK
 
 

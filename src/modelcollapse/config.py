@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
@@ -27,6 +28,8 @@ from .models import MODELS, ModelSpec
 from .params import Spec
 from .policies import POLICIES, PolicySpec
 from .registry import Registry, UnknownNameError, suggest
+from . import schedules as _schedules
+from .schedules import ScheduleError, TrainSize
 
 #: The default experiment: the paper's single-Gaussian chain.
 DEFAULT_KIND = "gaussian"
@@ -71,7 +74,8 @@ class ExperimentSpec(Spec):
     seed: int = Field(0, ge=0)
     replicates: int = Field(100, ge=1)
     generations: int = Field(100, ge=0)
-    train_size: int = Field(100, ge=1)
+    # An integer, a schedule ({kind: linear, a, b} or {kind: power, M0, p}) or a list of sizes: see schedules.py.
+    train_size: Annotated[TrainSize, Field(union_mode="left_to_right")] = 100
     heldout_size: int = Field(1000, ge=1)
     metric_samples: int = Field(1000, ge=2)
     data: SerializeAsAny[DataSpec] = Field(default_factory=lambda: _spec_of("data", DEFAULT_KIND)())
@@ -89,6 +93,33 @@ class ExperimentSpec(Spec):
     @classmethod
     def _section(cls, value: Any, info: Any) -> Any:
         return _dispatch(info.field_name, value)
+
+    @field_validator("train_size", mode="before")
+    @classmethod
+    def _train_size(cls, value: Any) -> Any:
+        # Validated here, member by member, for one clear message instead of one per member of the union.
+        if isinstance(value, dict):
+            kinds = {"linear": _schedules.LinearSchedule, "power": _schedules.PowerSchedule}
+            kind = value.get("kind")
+            if kind not in kinds:
+                raise ValueError(f"kind: unknown schedule {kind!r}{suggest(str(kind), list(kinds))} "
+                                 "(a schedule is {kind: linear, a, b} or {kind: power, M0, p})")
+            try:
+                return kinds[kind].model_validate(value)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                raise ValueError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        if isinstance(value, (list, tuple)):
+            for i, m in enumerate(value):
+                if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+                    raise ValueError(f"entry {i} is {m!r}: sizes must be positive integers")
+            return list(value)
+        if isinstance(value, bool) or not isinstance(value, (int, BaseModel)):
+            raise ValueError(f"must be a positive integer, a list of them or a schedule {{kind: linear, a, b}} or "
+                             f"{{kind: power, M0, p}}, got {value!r}")
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ExperimentSpec":
@@ -110,8 +141,32 @@ class ExperimentSpec(Spec):
                 _metrics.resolve(name, self.model.kind, self.data.kind, params)
             except UnknownNameError as exc:
                 raise ValueError(f"metrics[{i}]: {exc}") from None
+        self._check_sizes(family)
         family.hook("check_spec")(self)
         return self
+
+    def _check_sizes(self, family: Any) -> None:
+        try:
+            m = self.sizes()
+        except ScheduleError as exc:
+            raise ValueError(f"train_size: {exc}") from None
+        hook = getattr(family.cls, "min_train_size", None)  # a plug-in need not derive from BaseModel
+        need = int(hook(self.model.model_dump())) if callable(hook) else 1
+        if (m < need).any():
+            g = int(np.flatnonzero(m < need)[0])
+            raise ValueError(f"train_size: {m[g]} at generation {g} is below the {need} examples a "
+                             f"{self.model.kind} fit needs")
+        problem = POLICIES.get(self.policy.kind).build(self.policy).check_sizes(m)
+        if problem:
+            raise ValueError(f"train_size: {problem}")
+
+    def sizes(self) -> np.ndarray:
+        """The training-set size M_g of every generation g = 0..generations (int64)."""
+        return _schedules.sizes(self.train_size, self.generations)
+
+    @property
+    def max_train_size(self) -> int:
+        return int(self.sizes().max())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -360,7 +360,7 @@ def _restore_real(store: RunStore, spec: Any, ck: dict, out: Repair) -> None:
     from .chain import Chain
 
     chain = Chain(spec)  # fresh streams: generation 0's real draw is the first of each stream
-    real = chain.draw_real(spec.train_size)
+    real = chain.draw_real(int(chain.sizes[0]))
     arrays = {"X": real.X}
     if real.labels is not None:
         arrays["labels"] = real.labels

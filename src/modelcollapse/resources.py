@@ -63,7 +63,9 @@ def estimate(spec: Any) -> Estimate:
     from .models import MODELS
     from .policies import POLICIES
 
-    R, n, G = spec.replicates, spec.train_size, spec.generations
+    R, G = spec.replicates, spec.generations
+    sizes = spec.sizes()
+    n = int(sizes.max())  # the largest training set (train_size may be a schedule)
     ex = int(spec.data.example_nbytes())
     family = MODELS.get(spec.model.kind)
     params = {**spec.data.model_params_hint(), **spec.model.model_dump()}
@@ -82,7 +84,7 @@ def estimate(spec: Any) -> Estimate:
         out.unknown.append(f"the fitted {spec.model.kind} models")
         state = 0
     workers = spec.workers if not getattr(family.cls, "batched", False) else 1
-    pool = (G + 1) * n * ex if pooled else n * ex
+    pool = int(sizes.sum()) * ex if pooled else n * ex
     mem = {
         "training sets": R * (pool + 3 * n * ex),
         "held-out data": R * spec.heldout_size * ex if "heldout" in needs else 0,
@@ -97,7 +99,7 @@ def estimate(spec: Any) -> Estimate:
         "parameters": R * state * kept,
         "metric values": R * (G + 1) * 8 * len(metrics) * 2 + R * (G + 1) * row,
         "provenance": R * (G + 1) * 8 * (min(G + 1, 64) if spec.policy.kind == "accumulate_subsample" else 2),
-        "accumulated synthetic sets": R * G * n * ex if pooled else 0,
+        "accumulated synthetic sets": R * int(sizes[1:].sum()) * ex if pooled else 0,
     }
     out.disk = sum(disk.values())
     out.parts = {**{f"{k} (memory)": v for k, v in mem.items()}, **{f"{k} (disk)": v for k, v in disk.items()}}

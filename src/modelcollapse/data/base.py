@@ -61,8 +61,9 @@ class Source:
         size = run.heldout_size if "heldout" in needs else 0
         return self.truth.sample(size, rng=rngs)
 
-    def sample_kwargs(self, real: Batch) -> dict[str, Any]:
-        """Extra arguments of the model's ``sample`` when it makes the next synthetic set (prompts)."""
+    def sample_kwargs(self, real: Batch, n: int) -> dict[str, Any]:
+        """Extra arguments of the model's ``sample`` when it makes the next synthetic set of ``n`` examples
+        (prompts); ``n`` may differ from the real set's size when ``train_size`` is a schedule."""
         return {}
 
     def extras(self, ctx: Any, train: Batch) -> dict[str, np.ndarray]:

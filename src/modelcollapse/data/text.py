@@ -39,8 +39,8 @@ class TextSource(Source):
 
     def prepare(self, run: Any, family: Any, needs: frozenset[str]) -> Prepared:
         pool = len(self.truth.train_blocks)
-        if run.train_size > pool:
-            raise DataError(f"train_size={run.train_size} exceeds the {pool} training blocks of {self.truth.name}")
+        if run.max_train_size > pool:
+            raise DataError(f"train_size: {run.max_train_size} examples exceed the {pool} training blocks of {self.truth.name}")
         out = Prepared(info={"data": self.truth.describe()})
         if "X_val" in inspect.signature(family.cls.fit).parameters:
             # Validation costs a forward pass per block per epoch: as many blocks as are scored for perplexity.
@@ -53,9 +53,11 @@ class TextSource(Source):
         held = self.truth.heldout[: run.heldout_size]
         return np.broadcast_to(held, (run.replicates, *held.shape))
 
-    def sample_kwargs(self, real: Batch) -> dict[str, Any]:
-        """Language models continue every real training block of the replicate (the paper's protocol)."""
-        return {"prompts": real.X}
+    def sample_kwargs(self, real: Batch, n: int) -> dict[str, Any]:
+        """Language models continue every real training block of the replicate (the paper's protocol); a
+        scheduled size other than the real set's takes the blocks in turn, cycling when it is larger."""
+        m = real.X.shape[1]
+        return {"prompts": real.X if n == m else real.X[:, np.arange(n) % m]}
 
     def extras(self, ctx: Any, train: Batch) -> dict[str, np.ndarray]:
         """Generated token ids to read in the report, token counts for its Zipf plot, and each

@@ -73,6 +73,12 @@ class BaseModel:
         e.g. more mixture components than training examples. Called at validation, before any work."""
 
     @classmethod
+    def min_train_size(cls, params: dict[str, Any]) -> int:
+        """The fewest training examples a fit needs; every generation's size (``train_size`` may be a
+        schedule) is checked against it at validation."""
+        return 1
+
+    @classmethod
     def check_source(cls, params: dict[str, Any], source: Any) -> None:
         """Refuse loaded data the family cannot fit (raise :class:`~modelcollapse.errors.DataError`);
         called once before generation 0, after the data is loaded and before the run directory exists."""

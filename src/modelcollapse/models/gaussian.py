@@ -46,6 +46,10 @@ class GaussianModel(BaseModel):
         d = example_nbytes // 8
         return 8 * (d + d * d)
 
+    @classmethod
+    def min_train_size(cls, params):
+        return 2  # one example has no spread (and the unbiased divisor M - 1 would be 0)
+
     def __init__(self, *, estimator: Literal["mle", "unbiased"] = "mle") -> None:
         self.estimator = estimator
 

@@ -172,8 +172,11 @@ class GMMModel(BaseModel):
 
     @classmethod
     def check_spec(cls, spec: Any) -> None:
-        if spec.model.n_components > spec.train_size:
-            raise ValueError(f"model.n_components: {spec.model.n_components} exceeds train_size={spec.train_size}")
+        m = spec.sizes()  # EM needs one example per component in every generation
+        if (m < spec.model.n_components).any():
+            g = int(np.flatnonzero(m < spec.model.n_components)[0])
+            raise ValueError(f"model.n_components: {spec.model.n_components} exceeds train_size {m[g]} "
+                             f"at generation {g}")
 
     def _set_fit(self, mix: batched_em.Mixtures, r: int) -> None:
         """Replicate ``r`` of a batched fit."""

@@ -42,6 +42,10 @@ class Policy:
     ) -> Batch:
         raise NotImplementedError
 
+    def check_sizes(self, sizes: np.ndarray) -> str | None:
+        """Why the training-set sizes ``sizes[g]`` (a schedule) cannot work with this policy, or None."""
+        return None
+
 
 def uses_statistics(policy_cls: type, family_cls: type) -> bool:
     """Whether a chain fits from running sufficient statistics instead of the accumulated pool: an

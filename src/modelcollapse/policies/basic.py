@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, ClassVar
 
+import numpy as np
 from pydantic import Field
 
 from ..batch import Batch
@@ -28,6 +29,16 @@ class Mix(Policy):
     """``real_fraction`` of each set drawn from generation 0's real training set (paper: 10%)."""
 
     real_fraction: Fraction = 0.1
+
+    def check_sizes(self, sizes):
+        # The real part is drawn from generation 0's set of sizes[0] examples, without replacement.
+        n_real = np.round(self.real_fraction * sizes)
+        if (n_real > sizes[0]).any():
+            g = int(np.flatnonzero(n_real > sizes[0])[0])
+            return (f"policy mix keeps {int(n_real[g])} real examples at generation {g} (real_fraction "
+                    f"{self.real_fraction:g} of {sizes[g]}) but generation 0's real set has only {sizes[0]}; "
+                    "use fresh to draw new real data")
+        return None
 
     def build(self, *, real, synthetic, train_size, rngs, draw_real):
         n_real = int(round(self.real_fraction * train_size))

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .section import DETAIL, FILES, HEADER, LEAD, METRICS, PROVENANCE, STOPPED, VECTORS, Section
+from .section import DETAIL, FILES, HEADER, LEAD, METRICS, PROVENANCE, STOPPED, THEORY, VECTORS, Section
 
-__all__ = ["DETAIL", "FILES", "HEADER", "LEAD", "METRICS", "PROVENANCE", "STOPPED", "VECTORS", "Section",
+__all__ = ["DETAIL", "FILES", "HEADER", "LEAD", "METRICS", "PROVENANCE", "STOPPED", "THEORY", "VECTORS", "Section",
            "write_report"]
 
 

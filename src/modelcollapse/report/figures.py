@@ -96,9 +96,9 @@ def integer_generations(ax, last: int) -> None:
     ax.set_xlabel("generation")
 
 
-def metric_curve(values: np.ndarray, name: str, description: str, theory: np.ndarray | None,
-                 shown: int) -> Figure:
-    """Median and 5-95% band over replicates of one scalar metric, ``values`` (G, R)."""
+def metric_curve(values: np.ndarray, name: str, description: str, theory: dict | None, shown: int) -> Figure:
+    """Median and 5-95% band over replicates of one scalar metric, ``values`` (G, R), with the closed-form
+    curves of ``theory`` (see :func:`modelcollapse.theory.curves`) in red where they apply."""
     fig = Figure(figsize=(8, 3.4), layout="constrained")
     ax = fig.add_subplot()
     gens = np.arange(len(values))
@@ -115,18 +115,74 @@ def metric_curve(values: np.ndarray, name: str, description: str, theory: np.nda
     ax.plot(gens, med, color=MEDIAN, lw=1.8, label="median", marker=mark)
     curves = [med, hi]
     if theory is not None:
-        theory = theory[: len(gens)]
-        mean = nanmean(values)
-        ax.plot(gens, mean, color=MEAN, lw=1.4, ls=":", label="replicate mean", marker=mark and "s")
-        ax.plot(gens[: len(theory)], theory, color=THEORY, lw=1.4, ls="--", label=f"theory: E[{name}]",
-                marker=mark and "D")
-        curves += [mean, theory]
+        curves += _theory_curves(ax, values, name, theory, mark)
     if _wants_log(*curves):
         ax.set_yscale("log")
     fig.suptitle(name, x=0.01, ha="left", fontsize=10, fontweight="bold")
     ax.set_title(description, loc="left", fontsize=8, fontweight="normal", color="#555")
     integer_generations(ax, len(gens) - 1)
     ax.legend(loc="best", ncol=2)
+    return fig
+
+
+def _theory_curves(ax, values: np.ndarray, name: str, theory: dict, mark: str | None) -> list[np.ndarray]:
+    """Draw the theory's mean or root mean square (with the replicates' own, dotted), median and band."""
+    gens = np.arange(len(values))
+    n = min(len(gens), len(next(v for k, v in theory.items() if k in ("mean", "rms", "median"))))
+    kind = "bound: " if theory.get("label") == "bound" else "theory: "
+    drawn = []
+    if "q05" in theory and "q95" in theory:
+        for key in ("q05", "q95"):
+            ax.plot(gens[:n], theory[key][:n], color=THEORY, lw=1.0, ls=(0, (1, 1.5)), marker=mark and "v",
+                    label=f"{kind}5–95%" if key == "q05" else None)
+            drawn.append(theory[key][:n])
+    if "median" in theory:
+        ax.plot(gens[:n], theory["median"][:n], color=THEORY, lw=1.4, ls="-.", marker=mark and "D",
+                label=f"{kind}median")
+        drawn.append(theory["median"][:n])
+    for key, stat, own in (("mean", f"E[{name}]", nanmean), ("rms", f"root of E[{name}²]", _rms)):
+        if key in theory:
+            sim = own(values)
+            ax.plot(gens, sim, color=MEAN, lw=1.4, ls=":", marker=mark and "s",
+                    label="replicate mean" if key == "mean" else "replicate root mean square")
+            ax.plot(gens[:n], theory[key][:n], color=THEORY, lw=1.4, ls="--", marker=mark and "D",
+                    label=kind + stat)
+            drawn += [sim, theory[key][:n]]
+    return drawn
+
+
+def _rms(values: np.ndarray) -> np.ndarray:
+    return np.sqrt(nanmean(values**2))
+
+
+def collapse_probability(theory: np.ndarray, share: np.ndarray) -> Figure:
+    """P(collapsed by generation g): the closed form against the share of replicates."""
+    fig = Figure(figsize=(8, 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    gens = np.arange(len(share))
+    ax.plot(np.arange(len(theory)), theory, color=THEORY, lw=1.6, ls="--", label="theory")
+    idx = _thin(len(gens))
+    ax.plot(gens[idx], share[idx], "o", color=MEDIAN, ms=3, label="share of replicates")
+    ax.set_ylim(-0.02, 1.02)
+    integer_generations(ax, len(gens) - 1)
+    ax.set_ylabel("probability")
+    ax.set_title("probability of collapse by generation g", loc="left")
+    ax.legend(loc="best")
+    return fig
+
+
+def schedule_regimes(curves: dict[str, np.ndarray], generations: int) -> Figure:
+    """The root of E[w2^2] under several sample-size schedules (one bounded, one not)."""
+    fig = Figure(figsize=(8, 3.0), layout="constrained")
+    ax = fig.add_subplot()
+    styles = ["-", "--", ":"]
+    for i, (label, curve) in enumerate(curves.items()):
+        ax.plot(np.arange(len(curve)), curve, color=THEORY if i == 0 else SINGLE, lw=1.8 if i == 0 else 1.3,
+                ls=styles[i % 3], label=label)
+    integer_generations(ax, generations)
+    ax.set_ylabel("root of E[w2²]")
+    ax.set_title("expected W2 distance to the original under sample-size schedules", loc="left")
+    ax.legend(loc="upper left")
     return fig
 
 

@@ -52,6 +52,18 @@ class Run:
         """The run's data, loaded from its spec (datasets from their files, once per process)."""
         return load_source(self.spec.data)
 
+    @cached_property
+    def theory(self) -> tuple[dict[str, dict[str, Any]], list[str], str]:
+        """(curves, what does not apply, error): the closed forms for this run's spec (:mod:`..theory`). An
+        error is reported on the page, not raised: the rest of the report is still worth having."""
+        from .. import theory
+
+        try:
+            found, notes = theory.collect(self.spec)
+            return found, notes, ""
+        except Exception as exc:  # noqa: BLE001 - shown in the report's theory section
+            return {}, [], f"{type(exc).__name__}: {exc}"
+
     @property
     def family(self) -> Any:
         return MODELS.get(self.spec.model.kind)

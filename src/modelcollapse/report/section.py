@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-HEADER, LEAD, METRICS, DETAIL, VECTORS, PROVENANCE, STOPPED, FILES = 0, 10, 20, 30, 40, 50, 60, 70
+HEADER, LEAD, METRICS, THEORY, DETAIL, VECTORS, PROVENANCE, STOPPED, FILES = 0, 10, 20, 25, 30, 40, 50, 60, 70
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import metrics, theory
+from .. import metrics, schedules
 from ..policies import POLICIES
 from ..registry import UnknownNameError
 from . import figures
 from .page import Page, duration, esc, num, safe_name, size, table
 from .run import Run
-from .section import FILES, HEADER, METRICS, PROVENANCE, STOPPED, VECTORS, Section
+from .section import FILES, HEADER, METRICS, PROVENANCE, STOPPED, THEORY, VECTORS, Section
+from .theory import theory_section
 
 # -- sections -----------------------------------------------------------------------------------
 STATUS_TEXT = {
@@ -51,7 +52,8 @@ def header(run: Run, page: Page) -> None:
         ("elapsed", esc(duration(man.get("elapsed_seconds")))),
         ("started / finished", esc(f"{man.get('started') or '–'} / {man.get('finished') or '–'}")),
         ("data", _spec_cell(spec.data)), ("model", _spec_cell(spec.model)), ("policy", esc(policy)),
-        ("train size / held-out size", f"{spec.train_size} / {spec.heldout_size}"),
+        ("train size / held-out size", f"{esc(schedules.describe(spec.train_size, spec.generations))} / "
+                                       f"{spec.heldout_size}"),
         ("seed", str(spec.seed)), ("metrics", esc(", ".join(spec.metrics))),
     ]
     versions = [(esc(k), esc(str(v))) for k, v in (man.get("versions") or {}).items()]
@@ -83,14 +85,15 @@ def metric_section(run: Run, page: Page) -> None:
     if empty:
         page.add(f"<p>No values recorded (yet) for: {esc(', '.join(empty))}.</p>")
     last = run.generations - 1
+    found = run.theory[0]
     for name, values in run.scalars.items():
         description = _description(run, name)
-        expected = theory.expected(run.spec, name)
-        fig = figures.metric_curve(values, name, description, expected, run.spec.report.replicates_shown)
+        curve = found.get(name)
+        fig = figures.metric_curve(values, name, description, curve, run.spec.report.replicates_shown)
         caption = (f"<b>{esc(name)}</b>: {esc(description)}. Median [5%, 95%] over replicates at generation 0: "
                    f"{_summary(values, 0)}; at generation {last}: {_summary(values, last)}.")
-        if expected is not None:
-            caption += f" Dashed: closed-form E[{esc(name)}] (see theory.py); dotted: the replicates' mean."
+        if curve is not None:
+            caption += f" Red: theory ({esc(curve['label'])}): {esc(curve['about'])}"
         page.figure(f"metric_{safe_name(name)}", fig, caption)
 
 
@@ -163,6 +166,7 @@ def files_section(run: Run, page: Page) -> None:
 CORE = (
     Section("header", HEADER, header),
     Section("metrics", METRICS, metric_section),
+    Section("theory", THEORY, theory_section),
     Section("vectors", VECTORS, vector_section),
     Section("provenance", PROVENANCE, provenance_section),
     Section("stopped", STOPPED, stopped_section),

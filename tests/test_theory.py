@@ -141,9 +141,11 @@ def _coverage(values: np.ndarray, curve: dict, gens) -> None:
 def test_the_band_and_median_of_the_variance_ratio_cover_the_simulation(M, estimator, generations):
     """1-D: the exact law's 5%, 50% and 95% quantiles against 4,000 replicates of the engine.
 
-    Binomial s.e. of each share: 0.0034 (5%, 95%) and 0.0079 (median); 6 s.e. is 0.02 and 0.05. A normal
-    approximation of the log-chi-square sum is off by more at M = 2 (its 5% point misses by ~0.03 in share),
-    and an off-by-one generation moves the median's share by 0.15 or more at every M here."""
+    Binomial s.e. of each share: 0.0034 (5%, 95%) and 0.0079 (median); 6 s.e. is 0.02 and 0.05. At M = 2 a
+    normal approximation of the log-chi-square sum puts 40-47% of the replicates below its median and
+    97-99.9% below its 95% point (12 s.e. or more off), and the previous generation's median has 60-69% below
+    it. At M = 10 and 10,000 the law is close to normal and one generation moves it by a few s.e. at most:
+    those cases check the law at the sizes users run rather than catch those mistakes."""
     spec = load_spec("gaussian", ["replicates=4000", f"generations={generations}", f"train_size={M}",
                                   f"model.estimator={estimator}", "metrics=[variance_ratio, log_det_ratio]",
                                   "metric_samples=2", "heldout_size=2"])
@@ -152,19 +154,23 @@ def test_the_band_and_median_of_the_variance_ratio_cover_the_simulation(M, estim
     gens = np.unique(np.linspace(0, generations, 5).astype(int))
     _coverage(values["variance_ratio"], found["variance_ratio"], gens)
     _coverage(values["log_det_ratio"], found["log_det_ratio"], gens)
-    z = _z(values["variance_ratio"], found["variance_ratio"]["mean"])
-    assert np.all(np.abs(z[: 6]) < Z)  # later generations of M = 2 have a heavy-tailed mean: not tested
+    # The mean, against the exact spread: the sample's own s.e. understates a heavy tail (12 seeds at M = 2:
+    # |z| <= 3.0 over every generation).
+    vr = found["variance_ratio"]
+    z = (values["variance_ratio"].mean(axis=1) - vr["mean"]) / (vr["sd"] / np.sqrt(spec.replicates))
+    assert np.all(np.abs(z) < Z)
 
 
 def test_in_3d_the_log_det_law_the_kl_and_the_w2_bound_hold():
     """d = 3, M = 6 (so the fitted covariance is invertible), 4,000 replicates, 8 generations.
 
-    The log det law's quantiles cover the simulation (6 binomial s.e.), E[kl] matches (6 s.e.; using the
-    degrees of freedom of d = 1 for every factor of the Bartlett decomposition shifts E[log det] by ~0.6 at
-    g = 0, 20 s.e.), and the simulated root mean square of w2 is below the bound."""
-    spec = load_spec("gaussian", ["replicates=4000", "generations=8", "train_size=6",
-                                  "data.mean=[0.0, 1.0, 2.0]", "data.cov=[[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]]",
-                                  "metrics=[log_det_ratio, kl, w2]"])
+    The log det law's quantiles cover the simulation (6 binomial s.e.), E[kl] matches (6 s.e.; giving every
+    factor of the Bartlett decomposition M - 1 degrees of freedom instead of M - 1, M - 2, M - 3 shifts
+    E[log det] by 0.95 at g = 0 and E[kl] by 0.47, dozens of s.e.), and the simulated root mean square of
+    w2 is below the bound."""
+    cov = "[[2.0, 0.3, 0.0], [0.3, 1.0, 0.2], [0.0, 0.2, 0.5]]"
+    spec = load_spec("gaussian", ["replicates=4000", "generations=8", "train_size=6", "data.mean=[0.0, 1.0, 2.0]",
+                                  f"data.cov={cov}", "metrics=[log_det_ratio, kl, w2]"])
     values, _ = _simulate(spec)
     found = theory.curves(spec)
     _coverage(values["log_det_ratio"], found["log_det_ratio"], np.arange(0, 9, 2))
@@ -173,11 +179,13 @@ def test_in_3d_the_log_det_law_the_kl_and_the_w2_bound_hold():
     assert np.all(np.sqrt((values["w2"] ** 2).mean(axis=1)) <= found["w2"]["rms"])
 
 
-@pytest.mark.parametrize("M, estimator", [(3, "unbiased"), (50, "mle")])
-def test_w2_root_mean_square_and_kl_in_1d_follow_theory(M, estimator):
-    """E[w2^2] (a product of chi means) and E[kl], 10,000 replicates, 10 generations, 6 s.e.: using
-    E[sigma_g] = sqrt(E[sigma_g^2]) instead of the chi means is off by 10-30 s.e. at M = 3."""
-    spec = load_spec("gaussian", ["replicates=10000", "generations=10", f"train_size={M}",
+@pytest.mark.parametrize("M, estimator, generations", [(3, "unbiased", 4), (50, "mle", 10)])
+def test_w2_root_mean_square_and_kl_in_1d_follow_theory(M, estimator, generations):
+    """E[w2^2] (a product of chi means) and E[kl], 10,000 replicates, 6 s.e.: using E[sigma_g] =
+    sqrt(E[sigma_g^2]) instead of the chi means is off by 14-42 s.e. at M = 3. At M = 3 both carry the variance's
+    heavy right tail (a few replicates hold the mean), so the sample's own s.e. is too small after a few
+    generations: over 30 seeds, 4 generations gave |z| <= 3.1; at 10 generations one seed in 8 reached 7."""
+    spec = load_spec("gaussian", ["replicates=10000", f"generations={generations}", f"train_size={M}",
                                   f"model.estimator={estimator}", "metrics=[w2, kl]", "data.cov=[[3.0]]"])
     values, _ = _simulate(spec)
     found = theory.curves(spec)
@@ -187,7 +195,8 @@ def test_w2_root_mean_square_and_kl_in_1d_follow_theory(M, estimator):
 
 def test_probability_of_collapse_matches_the_share_of_collapsed_replicates():
     """P(variance ratio < 0.1) by generation, M = 5, 4,000 replicates, 40 generations: binomial s.e. at most
-    0.008, and the curve rises from 0 to about 0.8 over the run, so a shift of one generation is 0.02-0.03."""
+    0.008, and the curve rises from 0 to 1 over the run, by up to 0.13 a generation (17 s.e.), so a curve
+    shifted by one generation fails."""
     spec = load_spec("gaussian", ["replicates=4000", "generations=40", "train_size=5", "metrics=[variance_ratio]"])
     values, _ = _simulate(spec)
     p = theory.curves(spec)["p_collapsed"]

@@ -56,9 +56,9 @@ def variance_law() -> None:
 
 
 def log_det_3d() -> None:
-    spec, v = simulate("gaussian", ["replicates=1000", "generations=60", "train_size=8",
-                                    "data.mean=[0.0, 0.0, 0.0]", "data.cov=[[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]]",
-                                    "metrics=[log_det_ratio]", "metric_samples=2"])
+    cov = "[[1.0, 0.5, 0.0], [0.5, 1.0, 0.2], [0.0, 0.2, 1.0]]"
+    spec, v = simulate("gaussian", ["replicates=1000", "generations=60", "train_size=8", "data.mean=[0.0, 0.0, 0.0]",
+                                    f"data.cov={cov}", "metrics=[log_det_ratio]", "metric_samples=2"])
     with figures.style():
         fig = figures.metric_curve(v["log_det_ratio"], "log_det_ratio", "d = 3, M = 8, mle, 1000 replicates",
                                    theory.curves(spec)["log_det_ratio"], shown=3)

@@ -40,7 +40,8 @@ class ImageSource(Source):
     def prepare(self, run: Any, family: Any, needs: frozenset[str]) -> Prepared:
         pool = len(self.truth.train_X)
         if run.max_train_size > pool:
-            raise DataError(f"train_size: {run.max_train_size} examples exceed the {pool} training images of {self.truth.name}")
+            raise DataError(f"train_size: {run.max_train_size} examples exceed the {pool} training images "
+                            f"of {self.truth.name}")
         out = Prepared(info={"data": self.truth.describe()})
         if "classifier" in needs:
             from ..metrics.classifier import classifier_for

@@ -40,7 +40,8 @@ class TextSource(Source):
     def prepare(self, run: Any, family: Any, needs: frozenset[str]) -> Prepared:
         pool = len(self.truth.train_blocks)
         if run.max_train_size > pool:
-            raise DataError(f"train_size: {run.max_train_size} examples exceed the {pool} training blocks of {self.truth.name}")
+            raise DataError(f"train_size: {run.max_train_size} examples exceed the {pool} training blocks "
+                            f"of {self.truth.name}")
         out = Prepared(info={"data": self.truth.describe()})
         if "X_val" in inspect.signature(family.cls.fit).parameters:
             # Validation costs a forward pass per block per epoch: as many blocks as are scored for perplexity.

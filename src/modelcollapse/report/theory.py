@@ -88,7 +88,8 @@ def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                     verdict = "holds" if sim <= th + 3 * se else "<b>exceeded</b>"
                 else:
                     verdict = f"{z:+.1f}" if abs(z) <= 4 else f"<b>{z:+.1f}</b>"
-                rows.append((esc(name), esc(key), str(g), esc(curve["label"]), num(th), num(sim), shown_se, verdict))
+                rows.append((esc(name), esc(key), str(g), esc(curve["label"]), num(th), num(sim), shown_se,
+                             verdict))
     p = found.get("p_collapsed")
     share = collapsed_share(run, p) if p else None
     if share is not None:

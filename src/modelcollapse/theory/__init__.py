@@ -147,7 +147,7 @@ def _gaussian(spec: Any, threshold: float) -> tuple[Curves, list[str]]:
             "E[tr Sigma_g / tr Sigma0] = prod (M_j - 1) / D_j" + (
                 "; median and 5-95% band from the exact law of log(sigma_g^2 / sigma0^2), a sum of independent "
                 "log chi-square terms" if d == 1 and law is not None else "") +
-            " (Shumailov et al. 2024, supplement, Theorem 3.1)."), **vr)
+            " (Shumailov et al. 2024, the single-Gaussian result of its supplementary information)."), **vr)
         if law is not None:
             out["log_det_ratio"] = _curve("exact", (
                 "the exact law of log det(Sigma_g) / det(Sigma0): by the Bartlett decomposition a sum over "

@@ -9,8 +9,8 @@ Wishart draw whose scale is an earlier fit), so each result is a scalar recursio
 E[Sigma_g] = s_g Sigma0 and E[(mu_g - mu0)(mu_g - mu0)^T] = m_g Sigma0, giving
 E[variance_ratio_g] = s_g and E[mean_error_g] = m_g tr(Sigma0).
 
-``replace`` (Shumailov et al. 2024, Nature, Theorem 3.1 of the supplement): given the previous fit,
-D_g Sigma_g is Wishart(M_g - 1, Sigma_{g-1}) and mu_g ~ N(mu_{g-1}, Sigma_{g-1}/M_g),
+``replace`` (Shumailov et al. 2024, Nature, the single-Gaussian result of its supplementary information):
+given the previous fit, D_g Sigma_g is Wishart(M_g - 1, Sigma_{g-1}) and mu_g ~ N(mu_{g-1}, Sigma_{g-1}/M_g),
 so with c_j = (M_j - 1) / D_j: s_g = prod_{j<=g} c_j and m_g = sum_{j<=g} (prod_{i<j} c_i) / M_j.
 For ``mle`` the sum telescopes to 1 - prod c_j (bounded); for ``unbiased`` it is sum 1/M_j, which
 grows without bound unless the sizes grow fast enough that sum 1/M_g converges (the paper's condition).
@@ -189,7 +189,8 @@ def subsample_moments(sizes: np.ndarray, estimator: str) -> tuple[np.ndarray, np
 
 
 # -- mix and fresh ----------------------------------------------------------------------------
-def mixed_moments(sizes: np.ndarray, estimator: str, real_fraction: float, *, fresh: bool) -> tuple[np.ndarray, np.ndarray]:
+def mixed_moments(sizes: np.ndarray, estimator: str, real_fraction: float, *,
+                  fresh: bool) -> tuple[np.ndarray, np.ndarray]:
     """(s_g, m_g) when round(f M_g) of generation g's examples are real and the rest come from generation g-1.
 
     ``fresh``: the real part is newly drawn each generation (independent of the past).

@@ -210,3 +210,6 @@ def test_accumulate_provenance(tmp_path: Path) -> None:
     text = write_report(run_dir, progress=True).read_text()
     check_pngs(run_dir, ["provenance.png", "density.png"])
     assert "Training-set size 100 at generation 0, 600 at generation 5" in text
+    # The pi^2/6 bound on the mean error is drawn and checked to hold.
+    assert re.search(r"<td>mean_error</td><td>upper</td><td>\d+</td><td>bound</td>(<td>[^<]*</td>){3}<td>holds</td>",
+                     text)

@@ -106,8 +106,8 @@ def accumulate() -> None:
             ax.plot(found["mean_error"]["mean"], color=colour, lw=1.6, ls="--", label=f"theory: {policy}")
             ax.plot(v["mean_error"].mean(axis=1), "o", ms=2.5, color=colour, alpha=0.6,
                     label=f"simulation: {policy} (mean of 2000)")
-            if "mean_error_bound" in found:
-                ax.plot(found["mean_error_bound"]["mean"], color=colour, lw=1, ls=":",
+            if "upper" in found["mean_error"]:
+                ax.plot(found["mean_error"]["upper"], color=colour, lw=1, ls=":",
                         label="bound: π²/6 × generation 0's error")
         figures.integer_generations(ax, 60)
         ax.set_ylabel("E[mean_error]")

@@ -140,6 +140,9 @@ def _theory_curves(ax, values: np.ndarray, name: str, theory: dict, mark: str | 
         ax.plot(gens[:n], theory["median"][:n], color=THEORY, lw=1.4, ls="-.", marker=mark and "D",
                 label=f"{kind}median")
         drawn.append(theory["median"][:n])
+    if "upper" in theory:
+        ax.plot(gens[:n], theory["upper"][:n], color=THEORY, lw=1.0, ls=(0, (4, 2, 1, 2)), label="bound: upper")
+        drawn.append(theory["upper"][:n])
     for key, stat, own in (("mean", f"E[{name}]", nanmean), ("rms", f"root of E[{name}²]", _rms)):
         if key in theory:
             sim = own(values)

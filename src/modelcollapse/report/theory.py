@@ -77,19 +77,19 @@ def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
         values = run.scalars.get(name)
         if values is None:
             continue
-        for key in ("mean", "rms", "median", "q05", "q95"):
+        for key in ("mean", "rms", "median", "q05", "q95", "upper"):
             for g in gens:
                 got = compare(values, curve, key, g)
                 if got is None:
                     continue
                 th, sim, se, z = got
                 shown_se = f"{num(se)} (of the share)" if key in LEVELS else num(se)
-                if curve["label"] == "bound":
+                if curve["label"] == "bound" or key == "upper":
                     verdict = "holds" if sim <= th + 3 * se else "<b>exceeded</b>"
                 else:
                     verdict = f"{z:+.1f}" if abs(z) <= 4 else f"<b>{z:+.1f}</b>"
-                rows.append((esc(name), esc(key), str(g), esc(curve["label"]), num(th), num(sim), shown_se,
-                             verdict))
+                kind = "bound" if key == "upper" else curve["label"]
+                rows.append((esc(name), esc(key), str(g), esc(kind), num(th), num(sim), shown_se, verdict))
     p = found.get("p_collapsed")
     share = collapsed_share(run, p) if p else None
     if share is not None:

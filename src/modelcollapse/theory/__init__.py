@@ -13,9 +13,10 @@ No closed form applies to a kde model of gmm data: the theory covers the Gaussia
 
 :func:`curves` returns a dict keyed by metric name (``variance_ratio``, ``mean_error``, ``w2``, ``kl``,
 ``log_det_ratio``, ``support_size``, ``gini_simpson``, ``tail_mass``) plus named extras (``p_collapsed``,
-``p_lost_tail``, ``sum_inv_size``, ``mean_error_bound``, ``absorption_time``). Each value is a dict with
+``p_lost_tail``, ``sum_inv_size``, ``absorption_time``). Each value is a dict with
 numpy arrays over generations 0..G under the keys that apply among ``mean``, ``median``, ``q05``, ``q95``
-(and ``rms``, the root of E[x^2], for w2; ``sd``, the exact standard deviation over replicates, where known),
+(and ``rms``, the root of E[x^2], for w2; ``sd``, the exact standard deviation over replicates, where known;
+``upper``, a known upper bound on the mean, beside an exact mean),
 a ``label`` ("exact", "bound" or "approximation") and ``about``,
 one sentence with the assumptions and the reference. :func:`applies` says in words which results apply to a
 spec and why the others do not.
@@ -180,17 +181,20 @@ def _gaussian(spec: Any, threshold: float) -> tuple[Curves, list[str]]:
                 "non-negative cross term of the Bures distance; no closed form in d > 1."),
                 rms=np.sqrt(_g.replace_w2_squared_bound(sizes, est, tr0)))
         out["sum_inv_size"] = _schedule_regime(spec, sizes)
+        if d > 1:
+            notes.append(f"variance_ratio quantiles in d = {d}: the trace's law has no closed form; the log_det_ratio "
+                         "metric's has (add it to metrics to see its band and P(collapsed) in the report).")
     elif policy == "accumulate":
         s, m = _g.accumulate_moments(sizes, est)
         about = ("exact recursion: every set's mean is the previous fit's mean plus an independent error, so the "
                  "pooled fit's expectations are fixed combinations of earlier ones (Gerstgrasser et al. 2024).")
         out["variance_ratio"] = _curve("exact", "E[tr Sigma_g / tr Sigma0]: " + about, mean=s)
-        out["mean_error"] = _curve("exact", "E[|mu_g - mu0|^2]: " + about, mean=m * tr0)
         bound = _g.accumulate_mean_error_bound(sizes, est)
-        if bound is not None:
-            out["mean_error_bound"] = _curve("bound", (
-                "pi^2/6 x the generation-0 error tr(Sigma0) / M x the largest variance ratio so far: the mean "
-                "error of an accumulating chain stays bounded (Dey and Donoho 2024)."), mean=bound * tr0)
+        extra = {} if bound is None else {"upper": bound * tr0}
+        out["mean_error"] = _curve("exact", "E[|mu_g - mu0|^2]: " + about + (
+            " Upper: pi^2/6 x the generation-0 error tr(Sigma0) / M x the largest variance ratio so far, the bound "
+            "of Dey and Donoho (2024): the mean error of an accumulating chain stays bounded." if extra else ""),
+            mean=m * tr0, **extra)
         notes.append("quantiles under accumulate: only the expectations are known in closed form.")
     elif policy in ("mix", "fresh"):
         s, m = _g.mixed_moments(sizes, est, f, fresh=policy == "fresh")

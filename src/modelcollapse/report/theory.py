@@ -138,7 +138,7 @@ def theory_section(run: Run, page: Page) -> None:
     if regime is not None and "w2" in found:
         from ..theory import schedule_regimes
 
-        curves = schedule_regimes(run.spec)
+        curves = schedule_regimes(run.spec, found)
         if curves:
             page.figure("theory_schedules", figures.schedule_regimes(curves, run.spec.generations), esc(
                 f"Sample-size schedules and the expected W2 distance. {regime['about']} Sum of 1/M_g over this run: "

@@ -72,11 +72,12 @@ def expected(spec: Any, metric: str) -> np.ndarray | None:
     return found["mean"] if found and found["label"] == "exact" and "mean" in found else None
 
 
-def schedule_regimes(spec: Any) -> dict[str, np.ndarray]:
+def schedule_regimes(spec: Any, found: Curves | None = None) -> dict[str, np.ndarray]:
     """The root of E[w2^2] of a Gaussian ``replace`` chain under this spec's schedule, a constant size M_0
     (sum 1/M_g diverges) and a power schedule M_0 (g + 1)^2 (it converges), for a figure of both regimes;
-    empty where the w2 result does not apply. In d > 1 the curves are the upper bound."""
-    found = curves(spec)
+    empty where the w2 result does not apply. In d > 1 the curves are the upper bound. ``found``: this spec's
+    :func:`curves`, when the caller has them already."""
+    found = curves(spec) if found is None else found
     if "w2" not in found or "sum_inv_size" not in found:
         return {}
     from ..schedules import describe

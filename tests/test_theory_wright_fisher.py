@@ -324,3 +324,16 @@ def test_bad_scalar_input_raises():
         wf.fixation_probabilities([0.2, 0.2])
     with pytest.raises(ValueError, match=r"p must lie in \[0, 1\]"):
         wf.diffusion_absorption_time(-0.1, 10)
+
+
+def test_any_k_absorption_time_and_littler_agree_with_the_two_category_results():
+    """For K = 2 the exact any-K absorption time (sum of P(T > t) over the transition matrices) equals the
+    first-step solution, and Littler's approximation equals Kimura and Ohta's; for K = 3 Littler's
+    overestimates the exact time, as the two-category one does."""
+    for p, M in ((0.3, 10), (0.5, 40)):
+        assert wf.expected_absorption_steps([p, 1 - p], M) == pytest.approx(
+            wf.expected_absorption_time_exact(p, M), rel=1e-8)
+        assert wf.littler_absorption_time(np.array([p, 1 - p]), M) == pytest.approx(
+            wf.diffusion_absorption_time(p, M), rel=1e-14)
+    q = np.array([0.5, 0.3, 0.2])
+    assert wf.littler_absorption_time(q, 30) > wf.expected_absorption_steps(q, 30)

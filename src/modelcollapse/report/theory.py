@@ -59,15 +59,17 @@ def compare(values: np.ndarray, curve: dict[str, Any], key: str, g: int) -> tupl
     return th, sim, se, float(z)
 
 
-def collapsed_share(run: Run, curve: dict[str, Any]) -> np.ndarray | None:
-    """The share of replicates the ``p_collapsed`` curve counts as collapsed, per recorded generation."""
+def collapsed_share(run: Run, curve: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(share, replicates counted) per recorded generation: the replicates the ``p_collapsed`` curve counts
+    as collapsed by then, those whose metric has been below the curve's level at some generation so far."""
     values = run.scalars.get(curve.get("metric", ""))
     if values is None:
         return None
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        counted = ~np.isnan(values)
-        return (values < curve["below"]).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+        lowest = np.fmin.accumulate(values, axis=0)  # NaN (a stopped replicate) keeps its lowest so far
+        counted = (~np.isnan(lowest)).sum(axis=1)
+        return (lowest < curve["below"]).sum(axis=1) / np.maximum(counted, 1), counted
 
 
 def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -91,9 +93,9 @@ def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                 kind = "bound" if key == "upper" else curve["label"]
                 rows.append((esc(name), esc(key), str(g), esc(kind), num(th), num(sim), shown_se, verdict))
     p = found.get("p_collapsed")
-    share = collapsed_share(run, p) if p else None
-    if share is not None:
-        counted = (~np.isnan(run.scalars[p["metric"]])).sum(axis=1)
+    got = collapsed_share(run, p) if p else None
+    if got is not None:
+        share, counted = got
         for g in gens:
             th, n = float(p["mean"][g]), max(int(counted[g]), 1)
             se = float(np.sqrt(max(th * (1 - th), 0.25 / n) / n))  # never zero: one replicate either way
@@ -129,9 +131,9 @@ def theory_section(run: Run, page: Page) -> None:
     page.add("<details><summary>what each result is</summary>" + table(facts) +
              ("<p>Not provided: " + esc(" ".join(notes)) + "</p>" if notes else "") + "</details>")
     p = found.get("p_collapsed")
-    share = collapsed_share(run, p) if p else None
-    if share is not None:
-        page.figure("theory_p_collapsed", figures.collapse_probability(p["mean"][: run.generations], share),
+    got = collapsed_share(run, p) if p else None
+    if got is not None:
+        page.figure("theory_p_collapsed", figures.collapse_probability(p["mean"][: run.generations], got[0]),
                     esc(f"Probability that a replicate has collapsed by generation g: {p['about']} Dots: the share "
                         "of this run's replicates."))
     regime = found.get("sum_inv_size")

@@ -34,6 +34,9 @@ c_g the correlation of the mean error with generation 0's real mean (zero for fr
 from __future__ import annotations
 
 import numpy as np
+from scipy.signal import fftconvolve
+from scipy.special import digamma, polygamma
+from scipy.stats import chi2
 
 
 
@@ -102,6 +105,71 @@ def replace_kl(sizes: np.ndarray, estimator: str, d: int) -> np.ndarray:
     s = replace_variance_ratio(sizes, estimator)
     m = replace_mean_scale(sizes, estimator)
     return 0.5 * (d * s + d * m - d - law.mean)
+
+
+def collapse_probability(sizes: np.ndarray, d: int, estimator: str, threshold: float, *, per_sd: int = 32,
+                         max_cells: int = 20_000) -> np.ndarray:
+    """P(the chain has collapsed by generation g) under ``replace``: the probability that
+    (det Sigma_h / det Sigma0)^(1/d) (in 1-D the variance ratio) fell below ``threshold`` at some generation
+    h <= g, a first passage of the random walk L_g = log det ratio, whose steps are independent sums of
+    log chi-square terms (:mod:`.log_chi2`).
+
+    Computed by carrying the density of the walks still above the level on a grid of cells (of a 32nd of
+    the narrowest step's standard deviation, at most ``max_cells`` of them) and killing what crosses:
+    generation 0 is placed exactly from its law; each later step moves mass by whole cells with the exact
+    cell probabilities of the step, split between two cells so that its mean is exact. Measured error: a grid
+    4 times finer moves no value by more than 3e-5 (M = 2, 6 with d = 3, a power schedule; 1.4e-6 at M = 100),
+    and the curve is within Monte Carlo error of 100,000-200,000 simulated walks (M = 2, 5, 100, d = 1 and 3,
+    linear and power schedules). About a second for 1000 generations.
+    """
+    from .log_chi2 import LogDetLaw
+
+    sizes = np.asarray(sizes, dtype=np.int64)
+    level = d * np.log(threshold)
+    D = divisors(sizes, estimator)
+    sds = np.array([np.sqrt(polygamma(1, (M - np.arange(1, d + 1)) / 2).sum()) for M in sizes])
+    first = LogDetLaw(sizes[:1], d, estimator)
+    top = max(0.0, float(first.mean[0])) + 14 * (float(np.sqrt(np.sum(sds**2))) + sds[0])  # walks never get here
+    if top <= level:
+        return np.ones(len(sizes))
+    h = max(sds.min() / per_sd, (top - level) / max_cells)
+    n = int(np.ceil((top - level) / h))
+    mass = np.diff(first.cdf(level + h * np.arange(n + 1))[0])  # cell i: [level + i h, level + (i + 1) h)
+    out = np.empty(len(sizes))
+    out[0] = 1.0 - mass.sum()
+    kernels: dict[tuple[int, float], tuple[int, np.ndarray]] = {}
+    for g in range(1, len(sizes)):
+        key = (int(sizes[g]), float(D[g]))
+        if key not in kernels:
+            kernels[key] = _step_kernel(key[0], d, key[1], h, reach=n + 1)
+        lo, kernel = kernels[key]
+        moved = fftconvolve(mass, kernel)  # moved[j] lands in cell j + lo
+        mass = np.zeros(n)
+        a, b = max(-lo, 0), min(n - lo, len(moved))
+        if b > a:
+            mass[a + lo : b + lo] = np.clip(moved[a:b], 0.0, None)  # FFT round-off can dip below 0
+        out[g] = 1.0 - mass.sum()  # what left the grid crossed the level (nothing reaches the top)
+    return np.maximum.accumulate(np.clip(out, 0.0, 1.0))
+
+
+def _step_kernel(M: int, d: int, D: float, h: float, reach: int) -> tuple[int, np.ndarray]:
+    """(first offset, cell probabilities) of one generation's step of the log det ratio, in whole cells of h:
+    each of its d log chi-square terms from its exact distribution function, convolved."""
+    lo_all, kernel, mean = 0, np.ones(1), 0.0
+    for n in M - np.arange(1, d + 1):
+        m1, s1 = digamma(n / 2) + np.log(2.0 / D), np.sqrt(polygamma(1, n / 2))
+        mean += m1
+        lo = max(int(np.floor((m1 - 40 * s1) / h)), -reach)  # further left is below the level anyway
+        k = np.arange(lo, int(np.ceil((m1 + 14 * s1) / h)) + 2)
+        with np.errstate(over="ignore"):
+            c = chi2.cdf(D * np.exp((k - 0.5) * h), n)
+        c[0] = 0.0  # the far left tail joins the first cell
+        kernel, lo_all = np.convolve(kernel, np.diff(c)), lo_all + lo
+    # Whole cells lose up to half a cell of drift a step (all of it for a step narrower than a cell): split the
+    # mass between two neighbouring cells so that the step's mean is exact.
+    shift = (mean - h * float((lo_all + np.arange(len(kernel))) @ kernel) / kernel.sum()) / h
+    whole = int(np.floor(shift))
+    return lo_all + whole, np.convolve(kernel, [1.0 - (shift - whole), shift - whole])
 
 
 def bounded_w2(sizes: np.ndarray) -> float:

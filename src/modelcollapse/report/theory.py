@@ -72,7 +72,8 @@ def collapsed_share(run: Run, curve: dict[str, Any]) -> tuple[np.ndarray, np.nda
         return (lowest < curve["below"]).sum(axis=1) / np.maximum(counted, 1), counted
 
 
-def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+def _rows(run: Run, found: dict[str, dict[str, Any]],
+          collapsed: tuple[np.ndarray, np.ndarray] | None) -> list[tuple[str, ...]]:
     rows = []
     gens = table_generations(run.generations - 1)
     for name, curve in found.items():
@@ -93,9 +94,8 @@ def _rows(run: Run, found: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                 kind = "bound" if key == "upper" else curve["label"]
                 rows.append((esc(name), esc(key), str(g), esc(kind), num(th), num(sim), shown_se, verdict))
     p = found.get("p_collapsed")
-    got = collapsed_share(run, p) if p else None
-    if got is not None:
-        share, counted = got
+    if collapsed is not None:
+        share, counted = collapsed
         for g in gens:
             th, n = float(p["mean"][g]), max(int(counted[g]), 1)
             se = float(np.sqrt(max(th * (1 - th), 0.25 / n) / n))  # never zero: one replicate either way
@@ -116,7 +116,9 @@ def theory_section(run: Run, page: Page) -> None:
     if not run.generations:
         return
     page.add("<h2>Theory vs simulation</h2>")
-    rows = _rows(run, found)
+    p = found.get("p_collapsed")
+    collapsed = collapsed_share(run, p) if p else None  # for the table and the figure
+    rows = _rows(run, found, collapsed)
     if rows:
         page.add(
             "<p>Each closed form that applies to this run, against the replicates at a few generations: the "
@@ -124,16 +126,15 @@ def theory_section(run: Run, page: Page) -> None:
             "error and the z-score. For a quantile, the standard error and z are those of the share of replicates "
             "below the theoretical quantile. Where the theory knows the metric's spread exactly, the standard error "
             "of the mean uses it: the variance ratio's mean is carried by a few replicates after many generations, "
-            "so its replicate average is far below the expectation while still consistent with it. |z| above 4 is in bold: with a few dozen rows, |z| near 3 happens by chance, above 4 "
-            "it points to a mismatch. A bound is checked to hold.</p>"
+            "so its replicate average is far below the expectation while still consistent with it. |z| above 4 "
+            "is in bold: with a few dozen rows, |z| near 3 happens by chance, above 4 it points to a mismatch. "
+            "A bound is checked to hold.</p>"
             + table(rows, ("metric", "statistic", "generation", "kind", "theory", "simulation", "MC s.e.", "z")))
     facts = [(esc(name), esc(f"{c['label']}: {c['about']}")) for name, c in found.items()]
     page.add("<details><summary>what each result is</summary>" + table(facts) +
              ("<p>Not provided: " + esc(" ".join(notes)) + "</p>" if notes else "") + "</details>")
-    p = found.get("p_collapsed")
-    got = collapsed_share(run, p) if p else None
-    if got is not None:
-        page.figure("theory_p_collapsed", figures.collapse_probability(p["mean"][: run.generations], got[0]),
+    if collapsed is not None:
+        page.figure("theory_p_collapsed", figures.collapse_probability(p["mean"][: run.generations], collapsed[0]),
                     esc(f"Probability that a replicate has collapsed by generation g: {p['about']} Dots: the share "
                         "of this run's replicates."))
     regime = found.get("sum_inv_size")

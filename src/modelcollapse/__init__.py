@@ -26,8 +26,8 @@ from .policies import Policy, register_policy
 
 __version__ = "0.1.0"
 __all__ = ["FROM_DATA", "BaseModel", "DataSpec", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
-           "load_spec", "register_data", "register_estimator", "register_metric", "register_model", "register_policy",
-           "run"]
+           "load_results", "load_spec", "register_data", "register_estimator", "register_metric", "register_model",
+           "register_policy", "run", "sweep"]
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +36,12 @@ def __getattr__(name: str) -> Any:
         from .loop import run
 
         return run
+    if name == "load_results":  # a study's or a run's metric rows as a pandas DataFrame
+        from .study.results import load_results
+
+        return load_results
+    if name == "sweep":
+        from .study.sweep import sweep
+
+        return sweep
     raise AttributeError(f"module 'modelcollapse' has no attribute {name!r}")

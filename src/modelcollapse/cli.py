@@ -40,7 +40,34 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
-    rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run directory")
+    w = sub.add_parser("sweep", help="run a study: a spec or preset over a grid of settings and seeds, one run "
+                                     "directory per cell, one results table and one report")
+    w.add_argument("spec", nargs="?", help="a study file or preset, or a plain spec/preset to vary with --grid/--seeds")
+    w.add_argument("--grid", action="append", default=[], metavar="KEY=a,b,c",
+                   help="vary a spec key over values (each read as YAML); repeatable: every combination runs")
+    w.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key in every cell; repeatable")
+    w.add_argument("--seeds", metavar="SEEDS", help="run every setting once per seed: 0,1,2 or a range 0-9")
+    w.add_argument("--out", type=Path, help="study directory (default: runs/NAME-TIMESTAMP)")
+    w.add_argument("--resume", action="store_true", help="finish the study in --out: skip completed cells, "
+                                                         "resume interrupted ones, retry failed ones")
+    w.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: a process pool (default); ray: Ray tasks (pip install -e \".[ray]\")")
+    w.add_argument("--workers", type=int, help="cores the study may use at once (default: all of this machine's); "
+                                               "a cell claims its spec's workers x --threads-per-cell")
+    w.add_argument("--threads-per-cell", type=int, default=1, metavar="N",
+                   help="BLAS/PyTorch threads of each cell's processes (default 1; fixed, so that results do not "
+                        "depend on --workers)")
+    w.add_argument("--address", help="with --backend ray: an existing cluster's HOST:PORT (default: start Ray here)")
+    w.add_argument("--gpus-per-cell", type=float, default=0.0, metavar="G", help="with --backend ray: GPUs each cell "
+                                                                                  "needs (e.g. 1 for language models)")
+    w.add_argument("--name", help="the study's name (default: the study file's, or the base spec's)")
+    w.add_argument("--force", action="store_true", help="run even when the estimates exceed this machine")
+    w.add_argument("--no-report", action="store_true", help="skip the study report")
+    w.add_argument("--no-cell-reports", action="store_true", help="skip each cell's own report")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+    rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run or study directory")
     rep.add_argument("run_dir", type=Path)
 
     fix = sub.add_parser("repair", help="check a run directory and rebuild what can be rebuilt (metric rows, "
@@ -69,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins,
-                    "repair": _repair, "theory": _theory}
+                    "repair": _repair, "theory": _theory, "sweep": _sweep}
         _report_broken_plugins(err)
         return commands[args.command](args, err)
     except (SpecError, RunDirError) as exc:
@@ -90,10 +117,16 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
-    if args.workers is not None:
+    if args.workers is not None and not _is_study_source(args.spec):
         args.overrides.append(f"workers={args.workers}")
     if args.repair and not args.resume:
         raise RunDirError("--repair goes with --resume (or use `modelcollapse repair DIR`)")
+    if _is_study_source(args.spec) or (args.resume and args.out and _is_study_dir(args.out)):
+        return _sweep(argparse.Namespace(spec=args.spec, grid=[], overrides=args.overrides, seeds=None, out=args.out,
+                                         resume=args.resume, backend="local", workers=args.workers,
+                                         threads_per_cell=1, address=None, gpus_per_cell=0.0, name=None,
+                                         force=args.force, no_report=args.no_report, no_cell_reports=False,
+                                         quiet=args.quiet, from_run=True), err)
     if args.resume:
         if args.out is None:
             raise RunDirError("--resume needs --out DIR, the run directory to continue")
@@ -134,6 +167,67 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         html = write_report(store.path)
         err.print(f"report: {html}")
     err.print(f"done: {store.path}")
+    return EXIT_OK
+
+
+def _is_study_source(spec: str | None) -> bool:
+    if not spec:
+        return False
+    from .config import read_source
+    from .study import is_study
+
+    try:
+        return is_study(read_source(spec))
+    except SpecError:
+        return False
+
+
+def _is_study_dir(path: Path) -> bool:
+    from .study.index import is_study_dir
+
+    return is_study_dir(path)
+
+
+def _sweep(args: argparse.Namespace, err: Console) -> int:
+    from .study import build
+    from .study.sweep import sweep
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
+    if args.resume:
+        if args.out is None:
+            raise RunDirError("--resume needs --out DIR, the study directory to finish")
+        extra = [flag for flag, given in (("SPEC", args.spec and not getattr(args, "from_run", False)),
+                                          ("--grid", args.grid), ("--set", args.overrides), ("--seeds", args.seeds))
+                 if given]
+        if extra:
+            raise SpecError([f"--resume finishes the study stored in --out as it was defined; drop {', '.join(extra)}"])
+        study = None
+    else:
+        if not args.spec:
+            raise SpecError(["sweep needs a SPEC (a study file or preset, or a spec/preset with --grid or --seeds)"])
+        study = build(args.spec, grid=args.grid, sets=args.overrides, seeds=args.seeds, name=args.name)
+    out = args.out or Path("runs") / f"{study.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    if study is not None:
+        err.print(f"study [bold]{study.name}[/]: {len(study.cells)} cells ({len(study.settings)} settings"
+                  f"{f' x {len(set(c.seed for c in study.cells))} seeds' if len(study.settings) < len(study.cells) else ''})"
+                  f" → {out}")
+    try:
+        outcome = sweep(study, out, resume=args.resume, backend=args.backend, workers=args.workers,
+                        address=args.address, gpus_per_cell=args.gpus_per_cell, threads_per_cell=args.threads_per_cell,
+                        progress=not args.quiet, cell_reports=not args.no_cell_reports, report=not args.no_report,
+                        force=args.force, log=lambda text: err.print(escape(text)))
+    except KeyboardInterrupt:
+        err.print(f"\ninterrupted; continue with: modelcollapse sweep --resume --out {out}")
+        return EXIT_INTERRUPTED
+    n_done = len(outcome.completed) + len(outcome.skipped)
+    err.print(f"{n_done} cells completed ({len(outcome.skipped)} earlier), {len(outcome.failed)} failed, "
+              f"in {outcome.seconds:.1f} s: {out}")
+    if outcome.failed:
+        for name, error in outcome.failed.items():
+            err.print(f"[red]failed:[/] {escape(name)}: {escape(error)}")
+        err.print(f"(details in {out / 'study.json'}; retry them with: modelcollapse sweep --resume --out {out})")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -187,6 +281,13 @@ def _say_estimate(spec, out: Path, err: Console, *, force: bool, existing: bool)
 def _report(args: argparse.Namespace, err: Console) -> int:
     from .report import write_report
 
+    if _is_study_dir(args.run_dir):
+        from .report.study import write_study_report
+        from .study.results import write_results
+
+        write_results(args.run_dir)
+        err.print(f"report: {write_study_report(args.run_dir)}")
+        return EXIT_OK
     err.print(f"report: {write_report(args.run_dir)}")
     return EXIT_OK
 

@@ -266,17 +266,22 @@ def apply_override(raw: dict, assignment: str) -> None:
     if "=" not in assignment:
         raise SpecError([f"--set expects KEY=VALUE, got {assignment!r}"])
     key, value = assignment.split("=", 1)
+    set_value(raw, key, parse_yaml(value, f"--set {key}"))
+
+
+def set_value(raw: dict, key: str, parsed: Any, what: str = "--set") -> None:
+    """Set the dotted ``key`` of a raw spec to an already-parsed value, in place (mappings on the way
+    are created; a list is indexed by number)."""
     parts = key.strip().split(".")
     if not all(parts):
-        raise SpecError([f"--set key {key!r} is malformed"])
-    parsed = parse_yaml(value, f"--set {key}")
+        raise SpecError([f"{what} key {key!r} is malformed"])
     node: Any = raw
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         where = ".".join(parts[: i + 1])
         if isinstance(node, list):
             if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
-                raise SpecError([f"--set {key}: {'.'.join(parts[:i]) or 'the spec'} is a list of {len(node)}; "
+                raise SpecError([f"{what} {key}: {'.'.join(parts[:i]) or 'the spec'} is a list of {len(node)}; "
                                  f"{part!r} is not an index into it"])
             if last:
                 node[int(part)] = parsed
@@ -284,11 +289,11 @@ def apply_override(raw: dict, assignment: str) -> None:
                 node = node[int(part)]
             continue
         if not isinstance(node, dict):
-            raise SpecError([f"--set {key}: {'.'.join(parts[:i])} is not a mapping"])
+            raise SpecError([f"{what} {key}: {'.'.join(parts[:i])} is not a mapping"])
         if last:
             node[part] = parsed
         elif not isinstance(node.get(part, {}), (dict, list)):
-            raise SpecError([f"--set {key}: {where} is not a mapping"])
+            raise SpecError([f"{what} {key}: {where} is not a mapping"])
         else:
             node = node.setdefault(part, {})
 

@@ -6,7 +6,7 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -28,13 +28,14 @@ CHECKPOINT_SECONDS = 5.0
 
 
 def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress: bool = True,
-        force: bool = False) -> RunStore:
+        force: bool = False, on_generation: Callable[[int], None] | None = None) -> RunStore:
     """Run ``spec`` into ``out`` (or continue it there with ``resume=True``) and return the store.
 
     Before anything is written the run's memory and disk needs are estimated (see
     :mod:`.resources`): a run that would not fit is refused unless ``force``. Under a
     multi-process launch (see :mod:`.distributed`) every process runs the chain and only the
-    main one writes ``out`` or draws the progress bar.
+    main one writes ``out`` or draws the progress bar. ``on_generation(g)`` is called after each
+    generation is recorded (a study's progress display uses it).
     """
     writable = distributed.is_main()
     if resume:
@@ -48,14 +49,15 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
         store.update_manifest(info=chain.info, metrics_format=fmt)
         start, writer = 0, MetricWriter(store, fmt)
     try:
-        _generations(store, chain, start, writer, progress=progress and writable)
+        _generations(store, chain, start, writer, progress=progress and writable, on_generation=on_generation)
     finally:
         chain.close()
         store.unlock()
     return store
 
 
-def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter, *, progress: bool) -> None:
+def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter, *, progress: bool,
+                 on_generation: Callable[[int], None] | None = None) -> None:
     spec, writable = chain.spec, store.writable
     manifest = store.manifest() if start and writable else {}
     summary = [p for p in manifest.get("provenance", []) if p["generation"] < start]
@@ -86,6 +88,8 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
                     last_checkpoint = time.perf_counter()
                 if bar:
                     bar.update(task, advance=1)
+                if on_generation is not None:
+                    on_generation(g)
                 if all_stopped:
                     store.update_manifest(stopped_early=f"every replicate stopped by generation {g}")
                     break

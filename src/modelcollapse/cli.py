@@ -326,7 +326,7 @@ def _presets(args: argparse.Namespace, err: Console) -> int:
     out = Console(highlight=False, soft_wrap=True)
     for name, _path in sorted(presets().items()):
         raw = read_source(name)
-        size = f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
+        size = _study_size(raw) or f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
         out.print(f"[bold]{name:<22}[/] {size:>9}  {escape(str(raw.get('description', '')))}")
     from . import plugins
 
@@ -337,6 +337,24 @@ def _presets(args: argparse.Namespace, err: Console) -> int:
         for line in lines:
             out.print(line, markup=False)
     return EXIT_OK
+
+
+def _study_size(raw: dict) -> str | None:
+    """"N cells" for a preset that is a study (counted without resolving it: the listing stays instant)."""
+    from .study.spec import is_study, parse_seeds
+
+    if not is_study(raw):
+        return None
+    n = max(1, len(raw.get("cells") or {}))
+    for values in (raw.get("grid") or {}).values():
+        n *= len(values) if isinstance(values, list) else 1
+    zipped = list((raw.get("zip") or {}).values())
+    n *= len(zipped[0]) if zipped and isinstance(zipped[0], list) else 1
+    try:
+        n *= len(parse_seeds(raw["seeds"])) if "seeds" in raw else 1
+    except SpecError:
+        pass
+    return f"{n} cells"
 
 
 def _report_broken_plugins(err: Console) -> None:
@@ -372,10 +390,28 @@ def _plugins(args: argparse.Namespace, err: Console) -> int:
 def _show(args: argparse.Namespace, err: Console) -> int:
     from .resources import estimate
 
+    if _is_study_source(args.spec):  # a study: its definition, then every cell (each validated)
+        import yaml
+
+        from .study import build
+
+        study = build(args.spec, sets=args.overrides)
+        sys.stdout.write(yaml.safe_dump(study.definition, sort_keys=False))
+        sys.stdout.write(f"# {len(study.cells)} cells:\n" + "".join(f"#   {c.name}\n" for c in study.cells))
+        total = [estimate(c.spec) for c in study.cells]
+        err.print(f"estimated, all cells: {_human(sum(e.disk for e in total))} of disk; the largest cell: "
+                  f"{escape(max(total, key=lambda e: e.memory).describe())}")
+        return EXIT_OK
     spec = load_spec(args.spec, args.overrides)
     sys.stdout.write(spec.to_yaml())
     err.print(f"estimated: {escape(estimate(spec).describe())}")
     return EXIT_OK
+
+
+def _human(n: float) -> str:
+    from .resources import human
+
+    return human(n)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,10 +9,13 @@ more than all of them runs alone), and Ray is told each task's claim as ``num_cp
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import queue
+import signal
 import socket
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
@@ -82,24 +85,61 @@ class LocalBackend:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+class BackendError(SpecError):
+    """A backend that cannot run the study (no Ray, an unreachable cluster, too few GPUs): raised before
+    anything is written, reported as ``error: <message>`` with exit code 2."""
+
+    def __init__(self, message: str) -> None:
+        self.problems = [message]
+        ValueError.__init__(self, message)
+
+
+#: How `pip` installs what --backend ray needs.
+RAY_INSTALL = "pip install 'ray>=2.9,<3'"
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
     """Fail within seconds, clearly, when a Ray address cannot be reached (ray.init would retry for long)."""
-    if address == "auto":  # Ray finds a cluster started on this machine
+    if address in ("auto", "local"):  # auto: a cluster started on this machine (Ray finds it); local: a new one
         return
     target = address.removeprefix("ray://")
     host, _, port = target.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
-        raise SpecError([f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)"])
+        raise BackendError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
     try:
         with socket.create_connection((host, int(port)), timeout=timeout):
             pass
     except OSError as exc:
-        raise SpecError([f"--address {address!r}: cannot reach a Ray cluster there "
-                         f"({exc.strerror or type(exc).__name__}); is `ray start --head` running on it?"]) from None
+        why = exc.strerror or str(exc) or type(exc).__name__
+        raise BackendError(f"--address {address!r}: cannot reach a Ray cluster there ({why}); is "
+                           f"`ray start --head` running on it, and is the port the head's GCS port (6379 by "
+                           f"default; ray://HOST:10001 for Ray Client)?") from None
+
+
+class _Collect(logging.Handler):
+    """Keeps Ray's log records (they would otherwise print over the progress display)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.records.append(record.getMessage())
+        except Exception:  # noqa: BLE001
+            pass
 
 
 class RayBackend:
-    """Ray core tasks: ``ray.init()`` (a local instance with ``workers`` CPUs) or ``address``."""
+    """Ray core tasks: ``ray.init()`` (a local instance with ``workers`` CPUs) or ``address``
+    (``RAY_ADDRESS`` when not given, as Ray does).
+
+    Everything that can stop Ray from running the study is checked here, before any cell is submitted:
+    Ray installed, the address reachable, a node with enough CPUs and GPUs for one cell (a task asking
+    for resources no node has would wait forever). Ray's own log lines are kept off the terminal (the
+    workers' output stays in Ray's session logs), and the signal handlers ray.init installs are put back,
+    so Ctrl-C and SIGTERM stop the study as they do with the local backend."""
 
     name = "ray"
 
@@ -107,25 +147,73 @@ class RayBackend:
         try:
             import ray
         except ImportError:
-            raise SpecError(["--backend ray needs Ray: pip install -e \".[ray]\" (or pip install 'ray>=2.9,<3')"]) from None
+            raise BackendError(f"--backend ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+        address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_address(address)
         self.ray = ray
-        self.gpus = gpus_per_cell
+        self.address = address
+        self.gpus = float(gpus_per_cell or 0.0)
+        self.messages: Any = None
+        self._closed = False
+        self._log = logging.getLogger("ray")
+        self._handler = _Collect()
+        self._saved_log = (self._log.level, self._log.propagate)
+        self._log.addHandler(self._handler)
+        self._log.propagate = False
         self.started = not ray.is_initialized()
-        if self.started:
-            kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                      "configure_logging": False}
+        try:
+            if self.started:
+                self._init(address, workers)
+            self.slots = self._check_resources(workers)
+            from ray.util.queue import Queue
+
+            # progress only: a 0-CPU actor, so that it starts even while the cells hold every core
+            self.messages = Queue(actor_options={"num_cpus": 0})
+            self.task = ray.remote(run_cell)
+        except BaseException:
+            self.close()
+            raise
+
+    def _init(self, address: str | None, workers: int) -> None:
+        ray = self.ray
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        main = threading.current_thread() is threading.main_thread()
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
             if address:
                 ray.init(address=address, **kwargs)
             else:
-                ray.init(num_cpus=workers, **kwargs)
-        self.slots = int(ray.cluster_resources().get("CPU", workers))
-        from ray.util.queue import Queue
+                ray.init(address="local", num_cpus=workers, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a cluster that refused us, a version mismatch, ...
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            notes = "".join(f"\n  {line}" for line in self._handler.records[-5:])
+            raise BackendError(f"cannot start {where}: {type(exc).__name__}: {exc}{notes}") from None
+        finally:
+            for sig, handler in saved.items():  # ray.init's SIGTERM handler exits without stopping the cells
+                if handler is not None:
+                    signal.signal(sig, handler)
 
-        self.messages = Queue()
-        self.task = ray.remote(run_cell)
-        self._names: dict[Any, str] = {}
+    def _check_resources(self, workers: int) -> int:
+        """The most CPUs one node has (a cell's claim is capped to it); refuses GPUs the cluster lacks."""
+        ray = self.ray
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if not nodes:
+            nodes = [ray.cluster_resources()]
+        cpus = max(float(n.get("CPU", 0)) for n in nodes)
+        gpus = max(float(n.get("GPU", 0)) for n in nodes)
+        total_gpus = sum(float(n.get("GPU", 0)) for n in nodes)
+        if cpus < 1:
+            raise BackendError("the Ray cluster has no node with a CPU to run a cell on")
+        if self.gpus > gpus:
+            if self.started and not self.address:  # the instance this backend started
+                where = "this machine: Ray found " + (f"{total_gpus:g} GPU(s)" if total_gpus else "no GPU")
+            else:
+                where = "the Ray cluster: " + (f"at most {gpus:g} on one node" if total_gpus else "no node has a GPU")
+            raise BackendError(f"--gpus-per-cell {self.gpus:g}: no node has that many GPUs ({where}), so the cells "
+                               "would wait for them forever; drop --gpus-per-cell, or run where there are GPUs "
+                               "(CUDA_VISIBLE_DEVICES decides which ones a local Ray sees)")
+        return int(cpus)
 
     def submit(self, kwargs: dict, cores: int) -> Any:
         options: dict[str, Any] = {"num_cpus": cores, "max_retries": 0}
@@ -140,33 +228,46 @@ class RayBackend:
     def result(self, handle: Any) -> dict:
         try:
             return self.ray.get(handle)
-        except Exception as exc:  # noqa: BLE001 - the task's worker died
+        except Exception as exc:  # noqa: BLE001 - the task's worker died, or the task was cancelled
             return {"status": "failed", "seconds": None, "error": f"Ray task ended: {type(exc).__name__}: {exc}"}
 
     def progress(self) -> list[tuple[str, int]]:
-        out = []
         try:
-            while not self.messages.empty():
-                out.append(self.messages.get_nowait())
+            waiting = self.messages.size()
+            return list(self.messages.get_nowait_batch(waiting)) if waiting else []
         except Exception:  # noqa: BLE001 - progress only
-            pass
-        return out
+            return []
 
     def stop(self, handles: list | None = None) -> None:
-        for h in handles or []:
-            try:
-                self.ray.cancel(h)  # KeyboardInterrupt in the task: the cell records "interrupted"
-            except Exception:  # noqa: BLE001
-                pass
-        deadline = time.monotonic() + 10
-        while handles and time.monotonic() < deadline:
-            done, handles = self.ray.wait(handles, num_returns=len(handles), timeout=0.5)
-        self.close()
+        """Cancel the cells: a running one gets KeyboardInterrupt (its run records "interrupted"), a
+        queued one never starts; wait for them (10 s at most), then close."""
+        handles = list(handles or [])
+        try:
+            for h in handles:
+                try:
+                    self.ray.cancel(h)
+                except Exception:  # noqa: BLE001
+                    pass
+            deadline = time.monotonic() + 10
+            while handles and time.monotonic() < deadline:
+                _, handles = self.ray.wait(handles, num_returns=len(handles), timeout=0.5)
+        finally:
+            self.close()
 
     def close(self) -> None:
+        """Idempotent: the progress actor goes, and Ray with it when this backend started Ray."""
+        if self._closed:
+            return
+        self._closed = True
         try:
-            self.messages.shutdown()
-        except Exception:  # noqa: BLE001
-            pass
-        if self.started:
-            self.ray.shutdown()
+            if self.messages is not None:
+                try:
+                    self.messages.shutdown(force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            if self.started:
+                self.ray.shutdown()
+        finally:
+            self._log.removeHandler(self._handler)
+            self._log.setLevel(self._saved_log[0])
+            self._log.propagate = self._saved_log[1]

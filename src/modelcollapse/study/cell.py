@@ -9,6 +9,7 @@ the same numbers on any backend and with any number of workers.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -66,6 +67,9 @@ def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool
 
     try:
         resolved = validate(spec)
+        if out.is_dir() and not (out / "manifest.json").is_file():
+            # Stopped while its directory was being created: nothing was recorded, start it afresh.
+            shutil.rmtree(out)
         resume = (out / "config.yaml").is_file()
         if resume:
             manifest = RunStore.open(out, writable=False).manifest()

@@ -149,9 +149,6 @@ def build(source: str | Path | dict, *, grid: list[str] = (), sets: list[str] = 
         if "base" in raw and not any(k in raw for k in VARYING):
             raise SpecError([f"{source}: a study needs at least one of grid, zip, cells or seeds"])
         raw = {"name": raw.get("name", "study"), "base": source if not isinstance(source, dict) else raw}
-    unknown = [k for k in raw if k not in STUDY_KEYS]
-    if unknown:
-        raise SpecError([f"study: unknown key {unknown[0]!r}{suggest(unknown[0], list(STUDY_KEYS))}"])
     definition = copy.deepcopy(raw)
     for assignment in grid:
         if "=" not in assignment:
@@ -161,9 +158,7 @@ def build(source: str | Path | dict, *, grid: list[str] = (), sets: list[str] = 
         definition["grid"] = dict(definition["grid"] or {})
         definition["grid"][key.strip()] = parse_values(key.strip(), text)
     if sets:
-        extra = definition.get("set") or {}
-        if isinstance(extra, list):
-            extra = dict(a.split("=", 1) for a in extra)
+        extra = _assignments(definition.get("set") or {})
         for assignment in sets:
             if "=" not in assignment:
                 raise SpecError([f"--set expects KEY=VALUE, got {assignment!r}"])
@@ -175,6 +170,19 @@ def build(source: str | Path | dict, *, grid: list[str] = (), sets: list[str] = 
     if name:
         definition["name"] = name
     return expand(definition, folder)
+
+
+def _assignments(value: Any) -> Any:
+    """``set:`` as a mapping; a list of "KEY=VALUE" strings (as on the command line) is read like --set."""
+    if not isinstance(value, list):
+        return value
+    out = {}
+    for assignment in value:
+        if not isinstance(assignment, str) or "=" not in assignment:
+            raise SpecError([f"study: set: expects KEY=VALUE entries (or a mapping), got {assignment!r}"])
+        key, text = assignment.split("=", 1)
+        out[key.strip()] = parse_yaml(text, f"set {key}")
+    return out
 
 
 def _base(definition: dict, folder: Path | None) -> dict:
@@ -243,12 +251,13 @@ def _axes(definition: dict) -> tuple[list[tuple[dict, str | None]], list[dict[st
 
 def expand(definition: dict, folder: Path | None = None) -> Study:
     """Every cell of a study definition, resolved and validated (all problems at once)."""
+    unknown = [k for k in definition if k not in STUDY_KEYS]
+    if unknown:
+        raise SpecError([f"study: unknown key {unknown[0]!r}{suggest(unknown[0], list(STUDY_KEYS))}"])
     base = _base(definition, folder)
     variants, settings = _axes(definition)
     seeds = parse_seeds(definition["seeds"]) if "seeds" in definition else None
-    common = definition.get("set") or {}
-    if isinstance(common, list):
-        common = dict(a.split("=", 1) for a in common)
+    common = _assignments(definition.get("set") or {})
     if not isinstance(common, dict):
         raise SpecError([f"study: set: must be a mapping of key: value, got {common!r}"])
     n = len(variants) * len(settings) * len(seeds or [None])

@@ -54,20 +54,31 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
         raise SpecError([f"--workers and --threads-per-cell must be at least 1 (got {workers}, {threads_per_cell})"])
     if backend not in ("local", "ray"):
         raise SpecError([f"--backend: unknown value {backend!r} (local or ray)"])
+    if backend != "ray" and (address or gpus_per_cell):
+        raise SpecError(["--address and --gpus-per-cell go with --backend ray"])
     out = Path(out)
     if resume:
         folder = StudyDir.open(out)
-        folder.lock()
+    elif study is None:
+        raise SpecError(["sweep needs a study (or --resume with --out DIR)"])
     else:
-        if study is None:
-            raise SpecError(["sweep needs a study (or --resume with --out DIR)"])
         _check_resources(study, out, force)
-        folder = StudyDir.create(out, study)
+    # Ray starts (or refuses: not installed, an unreachable --address, too few GPUs) before anything is written
+    runner = _backend(backend, workers, address, gpus_per_cell) if backend == "ray" else None
     try:
-        return _sweep(folder, backend=backend, workers=workers, address=address, gpus=gpus_per_cell,
-                      threads=threads_per_cell, progress=progress, cell_reports=cell_reports, report=report, say=say)
+        if resume:
+            folder.lock()
+        else:
+            folder = StudyDir.create(out, study)
+        try:
+            return _sweep(folder, runner, backend=backend, workers=workers, address=address, gpus=gpus_per_cell,
+                          threads=threads_per_cell, progress=progress, cell_reports=cell_reports, report=report,
+                          say=say)
+        finally:
+            folder.unlock()
     finally:
-        folder.unlock()
+        if runner is not None:
+            runner.close()
 
 
 def _check_resources(study: Study, out: Path, force: bool) -> None:
@@ -90,8 +101,8 @@ def _check_resources(study: Study, out: Path, force: bool) -> None:
                          "is free; fewer cells or smaller ones, or --force"])
 
 
-def _sweep(folder: StudyDir, *, backend: str, workers: int, address: str | None, gpus: float, threads: int,
-           progress: bool, cell_reports: bool, report: bool, say: Any) -> SweepOutcome:
+def _sweep(folder: StudyDir, runner: Any, *, backend: str, workers: int, address: str | None, gpus: float,
+           threads: int, progress: bool, cell_reports: bool, report: bool, say: Any) -> SweepOutcome:
     index = folder.read()
     t0 = time.perf_counter()
     outcome = SweepOutcome(folder.path)
@@ -109,7 +120,7 @@ def _sweep(folder: StudyDir, *, backend: str, workers: int, address: str | None,
     folder.write(index)
     by_name = {e["name"]: e for e in index["cells"]}
     if todo:
-        runner = _backend(backend, workers, address, gpus)
+        runner = runner or _backend(backend, workers, address, gpus)
         try:
             _schedule(runner, folder, index, by_name, todo, threads, cell_reports, progress, outcome, say)
         except KeyboardInterrupt:
@@ -183,15 +194,14 @@ def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: l
                     folder.write(index)
                 display.refresh(running_count=len(running))
         except KeyboardInterrupt:
-            handles = list(running)
-            if runner.name == "ray":
-                runner.stop(handles)
-            else:
-                runner.stop()
-            for handle, (entry, _) in running.items():
+            for handle, (entry, _) in running.items():  # recorded first: a second Ctrl-C may cut the stop short
                 entry.update(status="interrupted", error="interrupted")
                 outcome.interrupted.append(entry["name"])
             folder.write(index)
+            if runner.name == "ray":
+                runner.stop(list(running))
+            else:
+                runner.stop()
             raise
 
 

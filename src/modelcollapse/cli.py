@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import distributed
-from .config import SpecError, load_spec, presets, read_source
+from .config import SpecError, load_spec, presets, read_source, study_presets
 from .store import RunDirError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -326,8 +326,14 @@ def _presets(args: argparse.Namespace, err: Console) -> int:
     out = Console(highlight=False, soft_wrap=True)
     for name, _path in sorted(presets().items()):
         raw = read_source(name)
-        size = _study_size(raw) or f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
+        size = f"{raw.get('replicates', '?')}×{raw.get('generations', '?')}"
         out.print(f"[bold]{name:<22}[/] {size:>9}  {escape(str(raw.get('description', '')))}")
+    studies = study_presets()
+    if studies:
+        out.print("\n[bold]studies[/] (modelcollapse run NAME: every cell, one table and one report)")
+    for name in sorted(studies):
+        raw = read_source(name)
+        out.print(f"[bold]{name:<22}[/] {_study_size(raw) or '':>9}  {escape(str(raw.get('description', '')))}")
     from . import plugins
 
     added = {what: {k: v for k, v in entries.items() if "plug-in" in v} for what, entries in plugins.listing().items()}

@@ -174,9 +174,21 @@ class ExperimentSpec(Spec):
 
 # -- loading ----------------------------------------------------------------------------
 def presets() -> dict[str, Path]:
-    """Built-in spec files by name."""
+    """Built-in spec files by name (one run each; the studies are :func:`study_presets`)."""
     folder = resources.files("modelcollapse") / "presets"
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def study_presets() -> dict[str, Path]:
+    """Built-in studies by name (``presets/studies/*.yaml``: see :mod:`modelcollapse.study`)."""
+    folder = resources.files("modelcollapse") / "presets" / "studies"
+    if not folder.is_dir():
+        return {}
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def all_presets() -> dict[str, Path]:
+    return {**presets(), **study_presets()}
 
 
 MAX_SPEC_BYTES = 1 << 20  # a spec is a page of YAML; a megabyte is a wrong file
@@ -231,7 +243,7 @@ def read_file(path: Path, what: str = "spec file") -> str:
 @functools.lru_cache(maxsize=None)
 def _preset_text(name: str) -> Any:
     # Our own files: libyaml's parser (ten times faster; `modelcollapse presets` reads all of them).
-    return yaml.load(presets()[name].read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
+    return yaml.load(all_presets()[name].read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
 
 
 def _preset(name: str) -> Any:
@@ -246,7 +258,7 @@ def read_source(source: Union[str, Path, dict]) -> dict:
     if "\0" in text:
         raise SpecError([f"{text!r} is not a valid file name or preset"])
     path = Path(text)
-    table = presets()
+    table = all_presets()
     if path.exists() and not (text in table and path.is_dir()):
         raw = parse_yaml(read_file(path), text)
     elif text in table:  # a preset, even if a run directory of the same name sits here

@@ -15,11 +15,13 @@ Where the variants are crossed with a grid, each source is read at the first set
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+import yaml
 from matplotlib import colormaps
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
@@ -101,7 +103,9 @@ def _theory_means(settings: dict[str, dict], wanted: list[str]) -> dict[str, dic
     out = {}
     for name in wanted:
         try:
-            found, _ = theory.collect(validate(dict(settings[name]["spec"])))
+            with warnings.catch_warnings():  # an overflow far out in a long chain: the curve ends in inf
+                warnings.simplefilter("ignore", RuntimeWarning)
+                found, _ = theory.collect(validate(dict(settings[name]["spec"])))
         except Exception:  # noqa: BLE001 - no spec, an old spec, or a theory that fails: no curve
             continue
         means = {m: np.asarray(c["mean"], dtype=float) for m, c in found.items() if "mean" in c}
@@ -171,10 +175,22 @@ def heatmap_figure(matrix: np.ndarray, xs: list[str], ys: list[str], x: str, y: 
     return fig
 
 
+def errors_figure(data: dict[str, tuple[np.ndarray, ...]], metric: str, last: int) -> Figure:
+    """One source of error per line (label -> generations, mean, ci_low, ci_high, n); ``all`` in black."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    for (label, (g, mean, lo, hi, _)), colour in zip(data.items(), _colours(len(data))):
+        _band(ax, g, mean, lo, hi, "#222" if label.lower() == "all" else colour, label)
+    figures.integer_generations(ax, last)
+    ax.set_title(f"{metric}: mean over replicates with its 95% bootstrap interval, per source", loc="left")
+    ax.legend(loc="best")
+    return fig
+
+
 # -- sections -------------------------------------------------------------------------------------------
 def header(index: dict, definition: dict, settings: dict, page: Page) -> None:
     cells = index["cells"]
-    counts = {s: sum(e["status"] == s for e in cells) for s in STATUSES}
+    counts = {s: sum(e.get("status") == s for e in cells) for s in STATUSES}
     pills = " ".join(f"<span class='status {s if s in STATUS_CLASSES else 'unknown'}'>{n} {s}</span>"
                      for s, n in counts.items() if n)
     status = str(index.get("status", "unknown"))
@@ -209,7 +225,8 @@ def _heatmap_choice(config: Any, metrics: list[str], axes: dict[str, list[str]],
     varying = [a for a, v in axes.items() if len(v) > 1]
     metric = config.get("metric", metrics[0])
     if metric not in metrics:
-        notes.append(f"report.heatmap.metric {metric!r} is not in the results ({', '.join(metrics)}); showing {metrics[0]}.")
+        notes.append(f"report.heatmap.metric {metric!r} is not in the results ({', '.join(metrics)}); "
+                     f"showing {metrics[0]}.")
         metric = metrics[0]
     generation = config.get("generation", -1)
     if isinstance(generation, bool) or not isinstance(generation, int) or not -last - 1 <= generation <= last:
@@ -217,7 +234,7 @@ def _heatmap_choice(config: Any, metrics: list[str], axes: dict[str, list[str]],
         generation = -1
     generation = generation % (last + 1)
     chosen = []
-    for key, default in (("x", 0), ("y", 1)):
+    for key in ("x", "y"):
         axis = config.get(key)
         if axis is not None and (not isinstance(axis, str) or axis not in axes or axis in chosen):
             notes.append(f"report.heatmap.{key} {axis!r} is not a {'further ' if axis in chosen else ''}axis of this "
@@ -245,7 +262,8 @@ def heatmap_section(agg: Any, settings: dict, metrics: list[str], config: Any, p
         v = s["values"]
         if all(v.get(a) == value for a, value in fixed.items()) and name in rows.index:
             matrix[axes[y].index(v[y]), axes[x].index(v[x])] = rows[name]
-    other = f" Other axes at the first setting's values: {', '.join(f'{a}={v}' for a, v in fixed.items())}." if fixed else ""
+    other = ", ".join(f"{a}={v}" for a, v in fixed.items())
+    other = f" Other axes at the first setting's values: {other}." if other else ""
     page.figure("study_heatmap", heatmap_figure(matrix, axes[x], axes[y], x, y, f"{metric} at generation {g}"),
                 esc(f"{metric}: the mean over replicates and seeds at generation {g}, by {x} and {y}; grey: no result."
                     + other))
@@ -312,17 +330,11 @@ def errors_section(agg: Any, settings: dict, errors: Any, page: Page) -> None:
     data = {label: _curve(agg, s, metric) for label, s in sources.items()}
     last = int(min(d[0][-1] for d in data.values()))
     gens = sorted({int(round(v)) for v in np.linspace(1, last, 4)}) if last >= 1 else [0]
-    fig = Figure(figsize=(8, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    for (label, (g, mean, lo, hi, _)), colour in zip(data.items(), _colours(len(data))):
-        _band(ax, g, mean, lo, hi, "#222" if label.lower() == "all" else colour, label)
-    figures.integer_generations(ax, last)
-    ax.set_title(f"{metric}: mean over replicates with its 95% bootstrap interval, per source", loc="left")
-    ax.legend(loc="best")
-    first = next(iter(settings.values()))["values"]
-    grid = ", ".join(f"{k}={v}" for k, v in first.items() if k != "variant")
-    page.figure("study_errors", fig, esc(f"Each source of error alone (a named cell), read as a distance from the "
-                                         f"original: larger {metric} is further." + (f" Grid values: {grid}." if grid else "")))
+    grid = ", ".join(f"{k}={v}" for k, v in next(iter(settings.values()))["values"].items() if k != "variant")
+    page.figure("study_errors", errors_figure(data, metric, last), esc(
+        f"Each source of error alone (a named cell), read as a distance from the original: larger {metric} is "
+        f"further." + (f" Read at the first setting's grid values, {grid}: a source's other settings are not pooled."
+                       if grid else "")))
 
     def at(g: int) -> dict[str, tuple[float, float, float, float]]:
         out = {}
@@ -357,9 +369,10 @@ def write_study_report(path: str | Path) -> Path:
     folder = StudyDir.open(path)
     index = folder.read()
     try:
-        definition = folder.definition() or {}
-    except (OSError, ValueError):
-        definition = {}
+        definition = folder.definition()
+    except (OSError, yaml.YAMLError):
+        definition = None
+    definition = definition if isinstance(definition, dict) else {}
     settings = _settings(index)
     agg, problem = _read_aggregate(path)
     page = Page(path / "figures", lambda msg: None)
@@ -383,4 +396,4 @@ def write_study_report(path: str | Path) -> Path:
     return path / "report.html"
 
 
-__all__ = ["curves_figure", "heatmap_figure", "write_study_report"]
+__all__ = ["curves_figure", "errors_figure", "heatmap_figure", "write_study_report"]

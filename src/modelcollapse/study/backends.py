@@ -117,18 +117,46 @@ def check_address(address: str, timeout: float = 5.0) -> None:
                            f"default; ray://HOST:10001 for Ray Client)?") from None
 
 
-class _Collect(logging.Handler):
-    """Keeps Ray's log records (they would otherwise print over the progress display)."""
+class _Progress:
+    """The Ray actor that collects the cells' progress messages (created with ``num_cpus=0``)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.records: list[str] = []
+        self.items: list = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.records.append(record.getMessage())
-        except Exception:  # noqa: BLE001
-            pass
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+    def drain(self) -> list:
+        items, self.items = self.items, []
+        return items
+
+
+class _ProgressSender:
+    """What a Ray cell reports to: ``put_nowait`` sends without waiting. (Waiting, as ray.util.queue's
+    put_nowait does with ray.get, makes Ray lend the blocked task's CPU to another one: more cells would
+    run at once than there are cores.)"""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def put_nowait(self, item: Any) -> None:
+        self.actor.put.remote(item)
+
+
+def _ray_cell(kwargs: dict, progress: Any) -> dict:
+    """:func:`run_cell` as a Ray task. Ray cancels a running task by calling SIGINT's Python handler, which a
+    worker lacks when the study was started from a process that ignores SIGINT (nohup, a background job):
+    the default one is put in for the cell. Workers are reused: the handlers are put back afterwards."""
+    main = threading.current_thread() is threading.main_thread()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    if main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return run_cell(**kwargs, progress=progress)
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 class RayBackend:
@@ -148,38 +176,40 @@ class RayBackend:
             import ray
         except ImportError:
             raise BackendError(f"--backend ray needs Ray, which is not installed: {RAY_INSTALL}") from None
+        if gpus_per_cell < 0:
+            raise BackendError(f"--gpus-per-cell must be 0 or more (got {gpus_per_cell:g})")
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             check_address(address)
         self.ray = ray
         self.address = address
         self.gpus = float(gpus_per_cell or 0.0)
-        self.messages: Any = None
+        self.actor: Any = None
+        self._drain: Any = None
         self._closed = False
-        self._log = logging.getLogger("ray")
-        self._handler = _Collect()
-        self._saved_log = (self._log.level, self._log.propagate)
-        self._log.addHandler(self._handler)
-        self._log.propagate = False
+        self._log = logging.getLogger("ray")  # ray.init reconfigures it; put back by close()
+        self._saved_log = ([(h, h.formatter) for h in self._log.handlers], self._log.level, self._log.propagate)
         self.started = not ray.is_initialized()
         try:
             if self.started:
                 self._init(address, workers)
-            self.slots = self._check_resources(workers)
-            from ray.util.queue import Queue
-
-            # progress only: a 0-CPU actor, so that it starts even while the cells hold every core
-            self.messages = Queue(actor_options={"num_cpus": 0})
-            self.task = ray.remote(run_cell)
+            self.slots = self._check_resources()
+            # 0 CPUs: the progress actor starts even while the cells hold every core
+            self.actor = ray.remote(num_cpus=0, max_restarts=0)(_Progress).remote()
+            self.messages = _ProgressSender(self.actor)
+            self.task = ray.remote(_ray_cell)
         except BaseException:
             self.close()
             raise
 
     def _init(self, address: str | None, workers: int) -> None:
         ray = self.ray
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        # Ray's warnings (token authentication, /dev/shm, ...) would print over the progress display; errors
+        # still show. log_to_driver: the cells' own output stays in Ray's session logs.
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+                                  "logging_level": logging.ERROR}
         main = threading.current_thread() is threading.main_thread()
-        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
             if address:
                 ray.init(address=address, **kwargs)
@@ -187,39 +217,34 @@ class RayBackend:
                 ray.init(address="local", num_cpus=workers, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a cluster that refused us, a version mismatch, ...
             where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            notes = "".join(f"\n  {line}" for line in self._handler.records[-5:])
-            raise BackendError(f"cannot start {where}: {type(exc).__name__}: {exc}{notes}") from None
+            raise BackendError(f"cannot start {where}: {type(exc).__name__}: {exc}") from None
         finally:
             for sig, handler in saved.items():  # ray.init's SIGTERM handler exits without stopping the cells
                 if handler is not None:
                     signal.signal(sig, handler)
 
-    def _check_resources(self, workers: int) -> int:
-        """The most CPUs one node has (a cell's claim is capped to it); refuses GPUs the cluster lacks."""
+    def _check_resources(self) -> int:
+        """The most CPUs one node has (a cell's claim is capped to it); refuses GPUs no node has."""
         ray = self.ray
-        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-        if not nodes:
-            nodes = [ray.cluster_resources()]
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")] or [ray.cluster_resources()]
         cpus = max(float(n.get("CPU", 0)) for n in nodes)
         gpus = max(float(n.get("GPU", 0)) for n in nodes)
-        total_gpus = sum(float(n.get("GPU", 0)) for n in nodes)
         if cpus < 1:
             raise BackendError("the Ray cluster has no node with a CPU to run a cell on")
         if self.gpus > gpus:
             if self.started and not self.address:  # the instance this backend started
-                where = "this machine: Ray found " + (f"{total_gpus:g} GPU(s)" if total_gpus else "no GPU")
+                where = "Ray found " + (f"{gpus:g} on this machine" if gpus else "none on this machine")
             else:
-                where = "the Ray cluster: " + (f"at most {gpus:g} on one node" if total_gpus else "no node has a GPU")
+                where = "the Ray cluster's nodes have " + (f"{gpus:g} at most" if gpus else "none")
             raise BackendError(f"--gpus-per-cell {self.gpus:g}: no node has that many GPUs ({where}), so the cells "
-                               "would wait for them forever; drop --gpus-per-cell, or run where there are GPUs "
-                               "(CUDA_VISIBLE_DEVICES decides which ones a local Ray sees)")
+                               "would wait for them forever; drop --gpus-per-cell, or run where there are GPUs")
         return int(cpus)
 
     def submit(self, kwargs: dict, cores: int) -> Any:
         options: dict[str, Any] = {"num_cpus": cores, "max_retries": 0}
         if self.gpus:
             options["num_gpus"] = self.gpus
-        return self.task.options(**options).remote(**kwargs, progress=self.messages)
+        return self.task.options(**options).remote(kwargs, self.messages)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = self.ray.wait(handles, num_returns=1, timeout=timeout)
@@ -232,10 +257,18 @@ class RayBackend:
             return {"status": "failed", "seconds": None, "error": f"Ray task ended: {type(exc).__name__}: {exc}"}
 
     def progress(self) -> list[tuple[str, int]]:
+        """The messages since the last call, without waiting: a drain request is kept in flight."""
         try:
-            waiting = self.messages.size()
-            return list(self.messages.get_nowait_batch(waiting)) if waiting else []
+            if self._drain is None:
+                self._drain = self.actor.drain.remote()
+            ready, _ = self.ray.wait([self._drain], timeout=0)
+            if not ready:
+                return []
+            items = self.ray.get(self._drain)
+            self._drain = self.actor.drain.remote()
+            return list(items)
         except Exception:  # noqa: BLE001 - progress only
+            self._drain = None
             return []
 
     def stop(self, handles: list | None = None) -> None:
@@ -260,14 +293,17 @@ class RayBackend:
             return
         self._closed = True
         try:
-            if self.messages is not None:
+            if self.actor is not None:
                 try:
-                    self.messages.shutdown(force=True)
+                    self.ray.kill(self.actor, no_restart=True)
                 except Exception:  # noqa: BLE001
                     pass
             if self.started:
                 self.ray.shutdown()
         finally:
-            self._log.removeHandler(self._handler)
-            self._log.setLevel(self._saved_log[0])
-            self._log.propagate = self._saved_log[1]
+            handlers, level, propagate = self._saved_log
+            self._log.handlers[:] = [h for h, _ in handlers]
+            for h, formatter in handlers:
+                h.setFormatter(formatter)
+            self._log.setLevel(level)
+            self._log.propagate = propagate

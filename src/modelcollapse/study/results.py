@@ -16,6 +16,7 @@ only the columns and generations asked for.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -107,8 +108,8 @@ def _axis_types(index: dict) -> dict[str, str]:
     for entry in index["cells"]:
         for key, value in entry["values"].items():
             kinds.setdefault(key, set()).add("number" if isinstance(value, (int, float)) and not isinstance(value, bool)
-                                             else "text")
-    return {k: ("number" if v == {"number"} else "text") for k, v in kinds.items()}
+                                             else "str")
+    return {k: ("number" if v == {"number"} else "str") for k, v in kinds.items()}
 
 
 def _axis_value(value: Any, kind: str) -> Any:
@@ -208,8 +209,7 @@ def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
         return pd.DataFrame(columns=["setting", "generation", "metric", "n", "mean", "median", "q05", "q95",
                                      "ci_low", "ci_high"])
     df = table.select(["setting", "generation", *metrics]).to_pandas()
-    axes = {e["setting"]: {**e["values"], "variant": e.get("variant")} for e in index["cells"]}
-    for s_i, (setting, part) in enumerate(df.groupby("setting", sort=False)):
+    for setting, part in df.groupby("setting", sort=False):
         gens = np.sort(part["generation"].unique())
         # A (generations, values) matrix per metric: rows grouped by generation, padded with NaN.
         order = np.argsort(part["generation"].to_numpy(), kind="stable")
@@ -217,7 +217,8 @@ def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
         starts = np.searchsorted(g_sorted, gens)
         counts = np.diff(np.append(starts, len(g_sorted)))
         width = int(counts.max())
-        rng = np.random.default_rng([0, s_i])
+        # Seeded by the setting's name: its interval does not change when other cells are added or fail.
+        rng = np.random.default_rng(int(hashlib.sha256(setting.encode()).hexdigest()[:16], 16))
         for metric in metrics:
             flat = part[metric].to_numpy(dtype=float)[order]
             mat = np.full((len(gens), width), np.nan)
@@ -233,14 +234,18 @@ def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
                     "n": (~np.isnan(mat)).sum(axis=1), "mean": np.nanmean(mat, axis=1),
                     "median": np.nanmedian(mat, axis=1), "q05": np.nanpercentile(mat, 5, axis=1, method="nearest"),
                     "q95": np.nanpercentile(mat, 95, axis=1, method="nearest"), "ci_low": lo, "ci_high": hi}))
+    if not frames:  # no metric has a value anywhere (every replicate stopped at once)
+        return aggregate(table.slice(0, 0), index, resamples)
     out = pd.concat(frames, ignore_index=True)
-    for key in list(dict.fromkeys(k for v in axes.values() for k in v)):
-        out.insert(1, key, out["setting"].map(lambda s, k=key: _cell_text(axes.get(s, {}).get(k))))
-    return out
-
-
-def _cell_text(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float)) else json.dumps(value)
+    # The setting's variant and grid values, typed as in results.parquet (numbers as floats, else text).
+    types = _axis_types(index)
+    first = {e["setting"]: e for e in reversed(index["cells"])}
+    columns = {"variant": out["setting"].map(lambda s: first[s].get("variant") if s in first else None)}
+    for key, kind in types.items():
+        columns[key] = out["setting"].map(
+            lambda s, k=key, t=kind: None if s not in first or first[s]["values"].get(k) is None
+            else _axis_value(first[s]["values"][k], t))
+    return pd.concat([out[["setting"]], pd.DataFrame(columns), out.drop(columns="setting")], axis=1)
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from ..config import ExperimentSpec, SpecError, parse_yaml, presets, read_source, set_value, validate
+from ..config import ExperimentSpec, SpecError, parse_yaml, read_source, set_value, validate
 from ..registry import suggest
 
 #: Top-level keys of a study; any of grid, zip, cells or seeds makes a YAML mapping a study.
@@ -340,10 +340,4 @@ def spec_hash(spec: ExperimentSpec) -> str:
     return hashlib.sha256(yaml.safe_dump(dump, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def study_presets() -> dict[str, Path]:
-    """The built-in presets that are studies."""
-    return {name: path for name, path in presets().items() if is_study(read_source(name))}
-
-
-__all__ = ["Cell", "Study", "build", "expand", "is_study", "parse_seeds", "parse_values", "spec_hash",
-           "study_presets"]
+__all__ = ["Cell", "Study", "build", "expand", "is_study", "parse_seeds", "parse_values", "spec_hash"]

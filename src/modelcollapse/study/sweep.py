@@ -62,7 +62,7 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
     elif study is None:
         raise SpecError(["sweep needs a study (or --resume with --out DIR)"])
     else:
-        _check_resources(study, out, force)
+        _check_resources(study, out, force, workers if backend == "local" else 1, say)
     # Ray starts (or refuses: not installed, an unreachable --address, too few GPUs) before anything is written
     runner = _backend(backend, workers, address, gpus_per_cell) if backend == "ray" else None
     try:
@@ -81,12 +81,17 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
             runner.close()
 
 
-def _check_resources(study: Study, out: Path, force: bool) -> None:
-    """Each cell alone must fit this machine, and all of them the free disk (``force`` skips both)."""
-    from ..resources import check, estimate, free_disk, human
+def _check_resources(study: Study, out: Path, force: bool, concurrent: int, say: Any) -> None:
+    """Each cell alone must fit this machine, and all of them the free disk (``force`` skips both); say so
+    when the largest cells running at once could together exceed the memory."""
+    from ..resources import check, estimate, free_disk, human, total_memory
 
     if force:
         return
+    largest = sorted((estimate(c.spec).memory for c in study.cells), reverse=True)[:concurrent]
+    if sum(largest) > total_memory():
+        say(f"note: {concurrent} of the largest cells at once could need {human(sum(largest))} of memory, more than "
+            f"this machine's {human(total_memory())}; lower --workers if the study runs out of memory")
     for cell in study.cells:
         try:
             check(cell.spec, out, force=False)
@@ -135,12 +140,11 @@ def _sweep(folder: StudyDir, runner: Any, *, backend: str, workers: int, address
     folder.write(index)
     from .results import write_results
 
-    if any(e["status"] == "completed" for e in index["cells"]):
-        write_results(folder.path)
-        if report:
-            from ..report.study import write_study_report
+    write_results(folder.path)  # also when every cell failed: the tables then say so, and none is stale
+    if report:
+        from ..report.study import write_study_report
 
-            say(f"report: {write_study_report(folder.path)}")
+        say(f"report: {write_study_report(folder.path)}")
     return outcome
 
 

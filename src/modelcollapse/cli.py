@@ -209,7 +209,8 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         study = build(args.spec, grid=args.grid, sets=args.overrides, seeds=args.seeds, name=args.name)
     out = args.out or Path("runs") / f"{study.name}-{datetime.now():%Y%m%d-%H%M%S}"
     if study is not None:
-        err.print(f"study [bold]{study.name}[/]: {len(study.cells)} cells ({len(study.settings)} settings"
+        n_settings = len(study.settings)
+        err.print(f"study [bold]{study.name}[/]: {len(study.cells)} cells ({n_settings} setting{'s' * (n_settings != 1)}"
                   f"{f' x {len(set(c.seed for c in study.cells))} seeds' if len(study.settings) < len(study.cells) else ''})"
                   f" → {out}")
     try:

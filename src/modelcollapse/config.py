@@ -147,7 +147,8 @@ class ExperimentSpec(Spec):
 
     def _check_sizes(self, family: Any) -> None:
         try:
-            m = self.sizes()
+            # A constant size is checked on two generations: the same verdict without an array as long as the run.
+            m = self.sizes() if not isinstance(self.train_size, int) else _schedules.sizes(self.train_size, 1)
         except ScheduleError as exc:
             raise ValueError(f"train_size: {exc}") from None
         hook = getattr(family.cls, "min_train_size", None)  # a plug-in need not derive from BaseModel
@@ -166,7 +167,7 @@ class ExperimentSpec(Spec):
 
     @property
     def max_train_size(self) -> int:
-        return int(self.sizes().max())
+        return self.train_size if isinstance(self.train_size, int) else int(self.sizes().max())
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -64,8 +64,12 @@ def estimate(spec: Any) -> Estimate:
     from .policies import POLICIES
 
     R, G = spec.replicates, spec.generations
-    sizes = spec.sizes()
-    n = int(sizes.max())  # the largest training set (train_size may be a schedule)
+    if isinstance(spec.train_size, int):  # never an array of a billion generations just to sum it
+        n = spec.train_size
+        total, synthetic = n * (G + 1), n * G
+    else:
+        sizes = spec.sizes()
+        n, total, synthetic = int(sizes.max()), int(sizes.sum()), int(sizes[1:].sum())
     ex = int(spec.data.example_nbytes())
     family = MODELS.get(spec.model.kind)
     params = {**spec.data.model_params_hint(), **spec.model.model_dump()}
@@ -84,7 +88,7 @@ def estimate(spec: Any) -> Estimate:
         out.unknown.append(f"the fitted {spec.model.kind} models")
         state = 0
     workers = spec.workers if not getattr(family.cls, "batched", False) else 1
-    pool = int(sizes.sum()) * ex if pooled else n * ex
+    pool = total * ex if pooled else n * ex
     mem = {
         "training sets": R * (pool + 3 * n * ex),
         "held-out data": R * spec.heldout_size * ex if "heldout" in needs else 0,
@@ -99,7 +103,7 @@ def estimate(spec: Any) -> Estimate:
         "parameters": R * state * kept,
         "metric values": R * (G + 1) * 8 * len(metrics) * 2 + R * (G + 1) * row,
         "provenance": R * (G + 1) * 8 * (min(G + 1, 64) if spec.policy.kind == "accumulate_subsample" else 2),
-        "accumulated synthetic sets": R * int(sizes[1:].sum()) * ex if pooled else 0,
+        "accumulated synthetic sets": R * synthetic * ex if pooled else 0,
     }
     out.disk = sum(disk.values())
     out.parts = {**{f"{k} (memory)": v for k, v in mem.items()}, **{f"{k} (disk)": v for k, v in disk.items()}}

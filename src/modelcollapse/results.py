@@ -197,7 +197,8 @@ def _parquet_columns(path: Path) -> MetricColumns:
     import pyarrow.parquet as pq
 
     try:
-        table = pa.concat_tables([pq.read_table(p) for p in part_files(path)])
+        # partitioning=None: a folder name like "train_size=10" (a study's cell) is not a Hive partition key.
+        table = pa.concat_tables([pq.read_table(p, partitioning=None) for p in part_files(path)])
     except Exception as exc:  # a damaged part: say which run, the integrity check says which part
         raise RunDirError(f"the Parquet metrics of {path} are damaged: {type(exc).__name__}: {exc}") from None
     out = MetricColumns(table["generation"].to_numpy().astype(np.int64), table["replicate"].to_numpy().astype(np.int64))

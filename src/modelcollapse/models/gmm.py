@@ -172,7 +172,8 @@ class GMMModel(BaseModel):
 
     @classmethod
     def check_spec(cls, spec: Any) -> None:
-        m = spec.sizes()  # EM needs one example per component in every generation
+        # EM needs one example per component in every generation (a constant size: one check, no array)
+        m = spec.sizes() if not isinstance(spec.train_size, int) else np.array([spec.train_size])
         if (m < spec.model.n_components).any():
             g = int(np.flatnonzero(m < spec.model.n_components)[0])
             raise ValueError(f"model.n_components: {spec.model.n_components} exceeds train_size {m[g]} "

@@ -5,20 +5,28 @@ backend. Cores are shared in two levels: a cell claims ``workers x threads_per_c
 spec's ``workers`` processes, each limited to ``threads_per_cell`` threads); the local backend
 starts cells while the claims of the running ones fit in ``--workers`` cores (a cell that claims
 more than all of them runs alone), and Ray is told each task's claim as ``num_cpus``.
+
+The Ray backend checks, before the study directory is written, everything that would otherwise fail late
+or hang: Ray installed, the ``--address`` reachable and speaking Ray's protocol, a node with the GPUs a
+cell asks for. Ray's warnings stay off the terminal. Stopping (Ctrl-C, SIGTERM) cancels the tasks: a
+running cell gets KeyboardInterrupt and its run records "interrupted", as with the local pool.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import queue
 import signal
 import socket
+import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Callable, Iterator
 
 from ..errors import SpecError
 from .cell import run_cell
@@ -45,13 +53,23 @@ class LocalBackend:
 
     def __init__(self, workers: int) -> None:
         self.slots = workers
-        ctx = multiprocessing.get_context("spawn")
-        self.messages = ctx.Queue()
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_start_local_worker,
-                                            initargs=(os.getpid(), self.messages))
+        self.ctx = multiprocessing.get_context("spawn")
+        self.messages = self.ctx.Queue()
+        self.executor = self._pool()
+
+    def _pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.slots, mp_context=self.ctx, initializer=_start_local_worker,
+                                   initargs=(os.getpid(), self.messages))
 
     def submit(self, kwargs: dict, cores: int) -> Future:
-        return self.executor.submit(_local_cell, kwargs)
+        try:
+            return self.executor.submit(_local_cell, kwargs)
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory): its cell is already recorded as failed; the next cells get
+            # a fresh pool (a pool that cannot start at all breaks again, and each cell records why).
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            self.executor = self._pool()
+            return self.executor.submit(_local_cell, kwargs)
 
     def wait(self, handles: list, timeout: float) -> list:
         done, _ = wait(handles, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -98,8 +116,17 @@ class BackendError(SpecError):
 RAY_INSTALL = "pip install 'ray>=2.9,<3'"
 
 
+#: An HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (Ray's GCS, Ray Client) answers with its
+#: own SETTINGS frame at once.
+_H2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
 def check_address(address: str, timeout: float = 5.0) -> None:
-    """Fail within seconds, clearly, when a Ray address cannot be reached (ray.init would retry for long)."""
+    """Fail within seconds, clearly, when a Ray address cannot be reached or is no Ray cluster: ray.init
+    would retry for many minutes (20 tries of about 35 s each), printing warnings all the while.
+
+    The port must accept a connection and speak gRPC (HTTP/2): a web server, SSH or the dashboard's port
+    (8265) given by mistake is refused. With TLS on (``RAY_USE_TLS``) only the connection is checked."""
     if address in ("auto", "local"):  # auto: a cluster started on this machine (Ray finds it); local: a new one
         return
     target = address.removeprefix("ray://")
@@ -107,14 +134,59 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
         raise BackendError(f"--address {address!r}: expected HOST:PORT (or ray://HOST:PORT, or auto)")
+    hint = ("is `ray start --head` running there, and is this its GCS port (6379 unless --port said otherwise; "
+            "ray://HOST:10001 for Ray Client)?")
+    deadline = time.monotonic() + timeout
     try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            pass
+        with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+            if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+                return
+            sock.sendall(_H2_HELLO)
+            sock.settimeout(max(0.5, deadline - time.monotonic()))
+            answer = sock.recv(9)
+    except socket.timeout:
+        raise BackendError(f"--address {address!r}: no answer from there within {timeout:g} s; {hint}") from None
     except OSError as exc:
         why = exc.strerror or str(exc) or type(exc).__name__
-        raise BackendError(f"--address {address!r}: cannot reach a Ray cluster there ({why}); is "
-                           f"`ray start --head` running on it, and is the port the head's GCS port (6379 by "
-                           f"default; ray://HOST:10001 for Ray Client)?") from None
+        raise BackendError(f"--address {address!r}: cannot reach a Ray cluster there ({why}); {hint}") from None
+    if len(answer) < 4 or answer[3] != 4:  # not an HTTP/2 SETTINGS frame
+        raise BackendError(f"--address {address!r}: something answers there, but not a Ray cluster; {hint}")
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """File descriptor 2 into a temporary file for the block (C++ libraries write there directly); yields a
+    function that returns what was written."""
+    import tempfile
+
+    text: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (an embedding host): nothing to capture
+        yield lambda: ""
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield lambda: "".join(text)
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text.append(tmp.read()[-20000:].decode(errors="backslashreplace"))
+
+
+def _last_ray_line(text: str) -> str:
+    """The message of the last ``[time level pid tid] file:line: message`` line Ray printed, if any."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("[") and "] " in line:
+            return line.split("] ", 1)[1].split(": ", 1)[-1].strip()
+    return ""
 
 
 class _Progress:
@@ -211,17 +283,28 @@ class RayBackend:
         main = threading.current_thread() is threading.main_thread()
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
         try:
-            if address:
-                ray.init(address=address, **kwargs)
-            else:
-                ray.init(address="local", num_cpus=workers, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - a cluster that refused us, a version mismatch, ...
-            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
-            raise BackendError(f"cannot start {where}: {type(exc).__name__}: {exc}") from None
+            with _captured_stderr() as captured:  # Ray's C++ side retries a failing connection loudly, on fd 2
+                try:
+                    if address:
+                        ray.init(address=address, **kwargs)
+                    else:
+                        ray.init(address="local", num_cpus=workers, **kwargs)
+                except Exception as exc:  # noqa: BLE001 - a cluster that refused us, a version mismatch, ...
+                    failure: Exception | None = exc
+                else:
+                    failure = None
         finally:
             for sig, handler in saved.items():  # ray.init's SIGTERM handler exits without stopping the cells
                 if handler is not None:
                     signal.signal(sig, handler)
+        if failure is not None:
+            where = f"the Ray cluster at {address!r}" if address else "a local Ray instance"
+            said = _last_ray_line(captured())
+            message = f"cannot start {where}: {type(failure).__name__}: {failure}" + (f" ({said})" if said else "")
+            if "Unauthenticated" in said or "AuthToken" in said:
+                message += ("; the cluster uses token authentication: export RAY_AUTH_MODE=token, with its token in "
+                            "RAY_AUTH_TOKEN or ~/.ray/auth_token")
+            raise BackendError(message)
 
     def _check_resources(self) -> int:
         """The most CPUs one node has (a cell's claim is capped to it); refuses GPUs no node has."""

@@ -53,7 +53,7 @@ def run_table(path: Path, columns: list[str] | None = None, generations: Iterabl
                     continue
             schema = pq.read_schema(part)
             names = None if wanted is None else [c for c in wanted if c in schema.names]
-            tables.append(pq.read_table(part, columns=names))
+            tables.append(pq.read_table(part, columns=names, partitioning=None))  # "k=v" folders are no partitions
         table = pa.concat_tables(tables, promote_options="default") if tables else _empty()
     else:
         table = _columns_table(read_metric_columns(path), columns)
@@ -290,7 +290,7 @@ def _read_results(results: Path, columns: list[str] | None, generations: Iterabl
     filters = []
     if generations is not None:
         filters.append(("generation", "in", sorted({int(g) for g in generations})))
-    table = pq.read_table(results, columns=names, filters=filters or None)
+    table = pq.read_table(results, columns=names, filters=filters or None, partitioning=None)
     if cells is not None:
         wanted = pa.array(list(cells), pa.string())
         table = table.filter(pc.or_(pc.is_in(table["cell"], value_set=wanted), pc.is_in(table["setting"], value_set=wanted)))

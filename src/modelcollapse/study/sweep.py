@@ -64,7 +64,10 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
     else:
         _check_resources(study, out, force, workers if backend == "local" else 1, say)
     # Ray starts (or refuses: not installed, an unreachable --address, too few GPUs) before anything is written
-    runner = _backend(backend, workers, address, gpus_per_cell) if backend == "ray" else None
+    runner = None
+    if backend == "ray":
+        say(f"ray: connecting to {address}" if address else f"ray: starting a local instance ({workers} CPUs)")
+        runner = _backend(backend, workers, address, gpus_per_cell)
     try:
         if resume:
             folder.lock()
@@ -168,13 +171,15 @@ def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: l
     with _display(progress, len(by_name), len(outcome.skipped)) as display:
         try:
             while pending or running:
-                # Local: start cells while their cores fit (a cell claiming more than all of them runs alone).
-                # Ray schedules by each task's num_cpus itself: everything is submitted at once.
+                # Start cells while their cores fit (a cell claiming more than all of them runs alone); on
+                # Ray the slots are the cluster's CPUs, so a cell marked running is running, not queued.
+                started = False
                 while pending:
                     entry = pending[0]
                     cores = _cores(entry, threads, runner.slots)
-                    if runner.name == "local" and running and used + cores > runner.slots:
+                    if running and used + cores > runner.slots:
                         break
+                    started = True
                     pending.pop(0)
                     kwargs = {"name": entry["name"], "path": str((folder.path / entry["path"]).resolve()),
                               "spec": entry["spec"], "threads": threads, "report": cell_reports}
@@ -182,7 +187,8 @@ def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: l
                     used += cores
                     entry.update(status="running", started=now(), error=None)
                     display.start(entry)
-                folder.write(index)
+                if started:
+                    folder.write(index)
                 done = runner.wait(list(running), POLL_SECONDS)
                 for name, g in runner.progress():
                     display.generation(name, g)

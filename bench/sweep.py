@@ -30,7 +30,7 @@ import pandas as pd
 
 import modelcollapse as mc
 from modelcollapse.study import build
-from modelcollapse.study.sweep import sweep
+from modelcollapse.study.runner import sweep
 
 QUIET = {"progress": False, "cell_reports": False, "report": False}
 METRICS = ["mean_error", "variance_ratio", "w2", "kl"]

@@ -15,7 +15,7 @@ PACKAGE = Path(modelcollapse.__file__).parent
 CORE = ["chain.py", "loop.py", "store.py", "config.py", "cli.py", "rng.py", "batch.py", "registry.py", "plugins.py",
         "params.py", "distributed.py", "report/run.py", "report/page.py", "report/sections.py",
         "report/figures.py", "report/section.py", "report/__init__.py", "report/theory.py",
-        "study/spec.py", "study/index.py", "study/cell.py", "study/backends.py", "study/sweep.py", "study/results.py",
+        "study/spec.py", "study/index.py", "study/cell.py", "study/backends.py", "study/runner.py", "study/results.py",
         "report/study.py"]
 #: The one deliberate exception: the default experiment (no data, model or policy given) is the paper's
 #: Gaussian chain under the replace policy.

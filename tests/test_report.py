@@ -186,6 +186,15 @@ def test_kde_report_1d_density(tmp_path: Path) -> None:
     check_pngs(run_dir, ["density.png", "metric_nll.png", "metric_w1.png"])
 
 
+def test_keep_params_ends_draws_only_the_generations_that_kept_their_parameters(tmp_path: Path) -> None:
+    """Generations 1..5 lost their parameters: the density figure draws 0 and 6 instead of failing on 3."""
+    run_dir = make_run(tmp_path, "kde", "replicates=2", "generations=6", "train_size=100", "heldout_size=200",
+                       "metric_samples=100", "keep_params=ends", "report.density_generations=[0, 3, 6]")
+    text = write_report(run_dir).read_text()
+    check_pngs(run_dir, ["density.png"])
+    assert "generation 3" not in text
+
+
 def test_discrete_report(tmp_path: Path) -> None:
     run_dir = make_run(tmp_path, "discrete", "replicates=10", "generations=40")
     text = write_report(run_dir).read_text()

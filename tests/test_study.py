@@ -23,7 +23,7 @@ from modelcollapse.study import build, expand
 from modelcollapse.study.index import StudyDir
 from modelcollapse.study.results import bootstrap_mean
 from modelcollapse.study.spec import parse_seeds, parse_values
-from modelcollapse.study.sweep import sweep
+from modelcollapse.study.runner import sweep
 
 TINY = ["replicates=6", "generations=8", "metric_samples=200", "heldout_size=100"]
 
@@ -53,6 +53,17 @@ def test_named_cells_are_crossed_with_the_grid():
     assert [(c.variant, c.spec.model.estimator, c.spec.train_size) for c in study.cells] == [
         ("mle", "mle", 10), ("mle", "mle", 20), ("unbiased", "unbiased", 10), ("unbiased", "unbiased", 20)]
     assert study.cells[0].name.startswith("mle_train_size=10-")
+
+
+def test_order_base_set_cell_grid_then_command_line():
+    definition = {"base": "gaussian", "set": {"replicates": 3, "generations": 4},
+                  "cells": {"a": {"replicates": 5}, "b": {"generations": 6, "train_size": 50}},
+                  "grid": {"generations": [7, 8]}}
+    got = [(c.spec.replicates, c.spec.generations) for c in expand(definition).cells]
+    assert got == [(5, 7), (5, 8), (3, 7), (3, 8)]  # a cell's value beats `set`, a grid value beats the cell's
+    study = build(definition, sets=["replicates=2"])  # --set: over everything, and stored as `override`
+    assert [c.spec.replicates for c in study.cells] == [2, 2, 2, 2]
+    assert study.definition["override"] == {"replicates": 2}
 
 
 def test_names_are_readable_and_hashes_stable():

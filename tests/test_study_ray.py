@@ -20,7 +20,7 @@ from modelcollapse.cli import main
 from modelcollapse.config import SpecError
 from modelcollapse.study import build
 from modelcollapse.study.backends import BackendError, check_address
-from modelcollapse.study.sweep import sweep
+from modelcollapse.study.runner import sweep
 
 TINY = ["replicates=4", "generations=6", "metric_samples=200", "heldout_size=100"]
 GRID = ["train_size=10,40"]

@@ -19,7 +19,7 @@ from modelcollapse.report import write_report
 from modelcollapse.report.study import write_study_report
 from modelcollapse.study import build
 from modelcollapse.study.results import write_results
-from modelcollapse.study.sweep import sweep
+from modelcollapse.study.runner import sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = {"replicates": 5, "generations": 5}

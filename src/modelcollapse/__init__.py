@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
 
         return load_results
     if name == "sweep":
-        from .study.sweep import sweep
+        from .study.runner import sweep
 
         return sweep
     raise AttributeError(f"module 'modelcollapse' has no attribute {name!r}")

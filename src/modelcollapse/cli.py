@@ -190,7 +190,7 @@ def _is_study_dir(path: Path) -> bool:
 
 def _sweep(args: argparse.Namespace, err: Console) -> int:
     from .study import build
-    from .study.sweep import sweep
+    from .study.runner import sweep
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)

@@ -126,4 +126,6 @@ def load_run(path: Path | str) -> Run:
         run.stopped.setdefault(int(r), (None, str(why)))
     run.provenance = store.read_jsonl("provenance.jsonl") or manifest.get("provenance", [])
     run.saved = store.generations()
+    if run.spec.keep_params == "ends":  # only generation 0's and the latest files keep their parameters
+        run.saved = [g for g in run.saved if store.tensor_names(store.generation_file(g), "model/")]
     return run

@@ -39,7 +39,9 @@ def _label(value: Any) -> str:
     """A grid value as text: the same text whatever its type in study.json or the aggregate."""
     if isinstance(value, float):
         return f"{value:g}"
-    return value if isinstance(value, str) else json.dumps(value)
+    if isinstance(value, dict):  # a whole section, e.g. {kind: mix, real_fraction: 0.1}: "mix 0.1"
+        return " ".join(_label(v) for v in value.values())
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
 
 
 def _settings(index: dict) -> dict[str, dict]:

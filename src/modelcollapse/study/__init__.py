@@ -13,7 +13,7 @@ __all__ = ["Cell", "Study", "build", "expand", "is_study", "load_results", "swee
 
 def __getattr__(name: str):  # the runner and the table reader load on use: `modelcollapse show` stays quick
     if name == "sweep":
-        from .sweep import sweep
+        from .runner import sweep
 
         return sweep
     if name == "load_results":

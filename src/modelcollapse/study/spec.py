@@ -5,7 +5,7 @@ A study file (YAML) or a preset that is a study::
     name: policies                      # optional: the file's stem, or the base's name
     description: "..."
     base: gaussian                      # a preset, a spec file (relative to this file) or a mapping
-    set: {replicates: 50}               # dotted keys applied to every cell
+    set: {replicates: 50}               # dotted keys applied to every cell (a cell or grid value wins)
     grid:                               # every combination of these values
       train_size: [10, 100, 1000]
       policy.kind: [replace, accumulate]
@@ -16,9 +16,11 @@ A study file (YAML) or a preset that is a study::
       one-gaussian: {model.n_components: 1}
       paper: {}
     seeds: [0, 1, 2]                    # or "0-9": each setting once per seed (the spec's ``seed``)
+    override: {generations: 10}         # applied last, over every other value (what --set adds)
     report: {heatmap: {metric: w2, generation: -1, x: train_size, y: policy.kind}}
 
-Cells are (named cell) x grid x zip x seeds, in that order. A *setting* is a cell without its
+Cells are (named cell) x grid x zip x seeds, in that order. A cell's spec is the base, then ``set``,
+then its named cell's keys, then its grid and zip values, then ``override``. A *setting* is a cell without its
 seed: results are aggregated over the replicates and seeds of a setting. Every cell is resolved
 and validated before anything runs; a problem names the cell, the key and the value.
 """
@@ -39,7 +41,7 @@ from ..config import ExperimentSpec, SpecError, parse_yaml, read_source, set_val
 from ..registry import suggest
 
 #: Top-level keys of a study; any of grid, zip, cells or seeds makes a YAML mapping a study.
-STUDY_KEYS = ("name", "description", "base", "set", "grid", "zip", "cells", "seeds", "report", "errors")
+STUDY_KEYS = ("name", "description", "base", "set", "grid", "zip", "cells", "seeds", "override", "report", "errors")
 VARYING = ("grid", "zip", "cells", "seeds")
 MAX_CELLS = 10_000  # a typo in a range (seeds: 0-99999) should not create a hundred thousand directories
 
@@ -157,14 +159,14 @@ def build(source: str | Path | dict, *, grid: list[str] = (), sets: list[str] = 
         definition.setdefault("grid", {})
         definition["grid"] = dict(definition["grid"] or {})
         definition["grid"][key.strip()] = parse_values(key.strip(), text)
-    if sets:
-        extra = _assignments(definition.get("set") or {})
+    if sets:  # applied last, over the named cells' and the grid's values: the command line has the last word
+        extra = _assignments(definition.get("override") or {})
         for assignment in sets:
             if "=" not in assignment:
                 raise SpecError([f"--set expects KEY=VALUE, got {assignment!r}"])
             key, text = assignment.split("=", 1)
             extra[key.strip()] = parse_yaml(text, f"--set {key}")
-        definition["set"] = extra
+        definition["override"] = extra
     if seeds is not None:
         definition["seeds"] = seeds
     if name:
@@ -258,8 +260,10 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
     variants, settings = _axes(definition)
     seeds = parse_seeds(definition["seeds"]) if "seeds" in definition else None
     common = _assignments(definition.get("set") or {})
-    if not isinstance(common, dict):
-        raise SpecError([f"study: set: must be a mapping of key: value, got {common!r}"])
+    last = _assignments(definition.get("override") or {})
+    for key, value in (("set", common), ("override", last)):
+        if not isinstance(value, dict):
+            raise SpecError([f"study: {key}: must be a mapping of key: value, got {value!r}"])
     n = len(variants) * len(settings) * len(seeds or [None])
     if n > MAX_CELLS:
         raise SpecError([f"study: {n:,} cells; at most {MAX_CELLS:,} (split the study)"])
@@ -278,7 +282,7 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
                 where = label + (f"_seed={seed}" if seed is not None else "")
                 raw = copy.deepcopy(base)
                 try:
-                    for key, value in (*common.items(), *overrides.items(), *values.items()):
+                    for key, value in (*common.items(), *overrides.items(), *values.items(), *last.items()):
                         set_value(raw, str(key), copy.deepcopy(value), what="key")
                     if seed is not None:
                         raw["seed"] = seed

@@ -40,7 +40,7 @@ def limit_threads(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool = True,
+def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool = True, table: str | None = None,
              progress: Any = None) -> dict[str, Any]:
     """Run (or continue) one cell; return its outcome as plain data: status, seconds, error."""
     from ..config import validate
@@ -77,6 +77,10 @@ def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool
                 return _outcome("completed", t0, manifest, report_path=_report(out, report))
         store = run(resolved, out, resume=resume, progress=False, on_generation=tell)
         manifest = store.manifest()
+        if table:  # the cell's rows for the study's tables, read here in parallel rather than by the study
+            from .results import save_cell_table
+
+            save_cell_table(out, Path(table))
         return _outcome("completed", t0, manifest, report_path=_report(out, report))
     except KeyboardInterrupt:
         return {"status": "interrupted", "seconds": time.perf_counter() - t0, "error": "interrupted"}

@@ -6,6 +6,7 @@
       study.yaml        the study definition, command-line additions included (what --resume reruns)
       study.json        every cell: name, setting, grid values, seed, resolved spec, status, timings
       cells/<name>/     one ordinary run directory per cell (report, resume, repair all work on it)
+      tables/<name>.parquet  each finished cell's rows, written by its worker (a cache of cells/<name>)
       results.parquet   one row per (cell, replicate, generation) - see results.py
       aggregate.parquet mean, median and a 95% bootstrap interval per setting, generation and metric
       report.html       the study report

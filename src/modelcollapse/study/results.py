@@ -29,6 +29,7 @@ from ..store import atomic_write
 from .index import StudyDir, is_study_dir
 
 RESULTS, AGGREGATE = "results.parquet", "aggregate.parquet"
+TABLES = "tables"  # one Parquet table per finished cell, written by its worker (a cache: rebuilt from the cell)
 BOOTSTRAP = 1000
 KEYS = ("cell", "setting", "variant", "seed")
 
@@ -133,7 +134,11 @@ def study_table(path: Path, columns: list[str] | None = None, generations: Itera
         cell_dir = Path(path) / entry["path"]
         if not (cell_dir / "config.yaml").is_file():
             continue
-        table = run_table(cell_dir, columns, generations)
+        cached = Path(path) / TABLES / f"{entry['name']}.parquet"
+        if _fresh_table(cached, cell_dir):
+            table = _read_table(cached, columns, generations)
+        else:
+            table = run_table(cell_dir, columns, generations)
         n = table.num_rows
         if not n:
             continue
@@ -152,6 +157,42 @@ def study_table(path: Path, columns: list[str] | None = None, generations: Itera
     table = pa.concat_tables(tables, promote_options="permissive")
     front = [*KEYS, *types, "replicate", "generation"]
     return table.select([*front, *[c for c in table.column_names if c not in front]])
+
+
+def save_cell_table(cell_dir: Path, target: Path) -> None:
+    """A finished cell's rows as Parquet beside the study's tables: written by the worker that ran the cell,
+    so that the study's tables are put together from ready parts instead of parsing every cell's rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(run_table(cell_dir), sink, compression="zstd")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, sink.getvalue().to_pybytes())
+
+
+def _fresh_table(cached: Path, cell_dir: Path) -> bool:
+    """The worker's table is newer than the cell's manifest (a cell resumed or extended since has moved on)."""
+    try:
+        return cached.stat().st_mtime >= (cell_dir / "manifest.json").stat().st_mtime
+    except OSError:
+        return False
+
+
+def _read_table(cached: Path, columns: list[str] | None, generations: Iterable[int] | None) -> Any:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    names = None
+    if columns is not None:
+        have = pq.read_schema(cached).names
+        names = [c for c in dict.fromkeys(["replicate", "generation", *columns, "stopped"]) if c in have]
+    table = pq.read_table(cached, columns=names, partitioning=None)
+    if generations is not None:
+        gens = pa.array(sorted({int(g) for g in generations}), type=table["generation"].type)
+        table = table.filter(pc.is_in(table["generation"], value_set=gens))
+    return table
 
 
 def write_results(path: Path | str) -> Path:
@@ -195,8 +236,16 @@ def bootstrap_mean(values: np.ndarray, rng: np.random.Generator, resamples: int 
         means = (weights @ filled.T) / (weights @ present.T.astype(float))  # (B, rows)
     ok = present.any(axis=1) & ~np.isinf(values).any(axis=1)
     if ok.any():
-        lo[ok], hi[ok] = np.nanpercentile(means[:, ok], [2.5, 97.5], axis=0)
+        lo[ok], hi[ok] = _percentiles(means[:, ok].T, [2.5, 97.5], method="linear")
     return lo, hi
+
+
+def _percentiles(values: np.ndarray, qs: list[float], method: str = "nearest") -> np.ndarray:
+    """Row percentiles ignoring NaN; numpy's NaN-aware version loops over rows in Python, so it is kept
+    for matrices that hold a NaN (``nearest``: an infinite value is not interpolated into NaN)."""
+    if np.isnan(values).any():
+        return np.nanpercentile(values, qs, axis=-1, method=method)
+    return np.percentile(values, qs, axis=-1, method=method)
 
 
 def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
@@ -229,11 +278,11 @@ def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
             lo, hi = bootstrap_mean(mat, rng, resamples)
             with warnings.catch_warnings():  # a generation where every replicate stopped: NaN, quietly
                 warnings.simplefilter("ignore", RuntimeWarning)
+                q05, median, q95 = _percentiles(mat, [5, 50, 95])
                 frames.append(pd.DataFrame({
                     "setting": setting, "generation": gens.astype(int), "metric": metric,
                     "n": (~np.isnan(mat)).sum(axis=1), "mean": np.nanmean(mat, axis=1),
-                    "median": np.nanmedian(mat, axis=1), "q05": np.nanpercentile(mat, 5, axis=1, method="nearest"),
-                    "q95": np.nanpercentile(mat, 95, axis=1, method="nearest"), "ci_low": lo, "ci_high": hi}))
+                    "median": median, "q05": q05, "q95": q95, "ci_low": lo, "ci_high": hi}))
     if not frames:  # no metric has a value anywhere (every replicate stopped at once)
         return aggregate(table.slice(0, 0), index, resamples)
     out = pd.concat(frames, ignore_index=True)

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import SpecError
 from ..store import RunDirError, now
 from .index import StudyDir
+from .results import TABLES
 from .spec import Study
 
 #: How often the display is refreshed while cells run (seconds).
@@ -182,7 +183,8 @@ def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: l
                     started = True
                     pending.pop(0)
                     kwargs = {"name": entry["name"], "path": str((folder.path / entry["path"]).resolve()),
-                              "spec": entry["spec"], "threads": threads, "report": cell_reports}
+                              "spec": entry["spec"], "threads": threads, "report": cell_reports,
+                              "table": str((folder.path / TABLES / f"{entry['name']}.parquet").resolve())}
                     running[runner.submit(kwargs, cores)] = (entry, cores)
                     used += cores
                     entry.update(status="running", started=now(), error=None)

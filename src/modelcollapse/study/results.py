@@ -278,7 +278,8 @@ def aggregate(table: Any, index: dict, resamples: int = BOOTSTRAP) -> Any:
             lo, hi = bootstrap_mean(mat, rng, resamples)
             with warnings.catch_warnings():  # a generation where every replicate stopped: NaN, quietly
                 warnings.simplefilter("ignore", RuntimeWarning)
-                q05, median, q95 = _percentiles(mat, [5, 50, 95])
+                q05, q95 = _percentiles(mat, [5, 95])
+                median = _percentiles(mat, [50], method="linear")[0]
                 frames.append(pd.DataFrame({
                     "setting": setting, "generation": gens.astype(int), "metric": metric,
                     "n": (~np.isnan(mat)).sum(axis=1), "mean": np.nanmean(mat, axis=1),

@@ -61,6 +61,7 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # three launches of lm-tiny (about a minute); the test below keeps two processes in CI
 def test_cli_under_a_launcher_writes_one_run_and_resumes(tmp_path):
     sets = [a for o in TINY_LM for a in ("--set", o)]
     single = tmp_path / "single"

@@ -37,7 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="run even when the estimated memory or disk exceeds "
                                                         "what this machine has")
     r.add_argument("--workers", type=int, help="processes for families fitted per replicate (gmm, kde)")
-    r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end")
+    r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end (a study: its own "
+                                                            "and every cell's)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     w = sub.add_parser("sweep", help="run a study: a spec or preset over a grid of settings and seeds, one run "
@@ -125,7 +126,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         return _sweep(argparse.Namespace(spec=args.spec, grid=[], overrides=args.overrides, seeds=None, out=args.out,
                                          resume=args.resume, backend="local", workers=args.workers,
                                          threads_per_cell=1, address=None, gpus_per_cell=0.0, name=None,
-                                         force=args.force, no_report=args.no_report, no_cell_reports=False,
+                                         force=args.force, no_report=args.no_report, no_cell_reports=args.no_report,
                                          quiet=args.quiet, from_run=True), err)
     if args.resume:
         if args.out is None:

@@ -85,13 +85,14 @@ def sequential(i: int, n: int) -> tuple:
     return colormaps["viridis"](0.85 * i / max(1, n - 1))
 
 
-def integer_generations(ax, last: int) -> None:
-    """Generation axis with integer ticks; a single generation gets a little room around it."""
+def integer_generations(ax, last: int, nbins: int | str = 10) -> None:
+    """Generation axis with integer ticks (at most ``nbins`` intervals: fewer on a small panel); a single
+    generation gets a little room around it."""
     if last == 0:
         ax.set_xticks([0])
         ax.set_xlim(-0.5, 0.5)
     else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=nbins, integer=True))
         ax.set_xlim(0, last)
     ax.set_xlabel("generation")
 

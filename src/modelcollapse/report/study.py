@@ -144,7 +144,7 @@ def curves_figure(agg: Any, metrics: list[str], order: list[str], theory: dict[s
         if drawn and figures._wants_log(*drawn):
             ax.set_yscale("log")
         ax.set_title(metric, loc="left")
-        figures.integer_generations(ax, last)
+        figures.integer_generations(ax, last, nbins=5)  # a third of the page wide
     handles = [Line2D([], [], color=colours[s], lw=1.5, label=s) for s in order]
     if dashed:
         handles.append(Line2D([], [], color="#555", lw=1.0, ls="--", label="theory (mean)"))

@@ -27,9 +27,8 @@ def main() -> int:
             print(f"cells failed: {outcome.failed}", file=sys.stderr)
             return 1
         write_study_report(out)
-        for name in ("study_heatmap.png", "study_metrics.png"):
-            shutil.copyfile(out / "figures" / name, HERE / f"sweep_policies_{name.removeprefix('study_')}")
-            print(HERE / f"sweep_policies_{name.removeprefix('study_')}")
+        shutil.copyfile(out / "figures" / "study_heatmap.png", HERE / "sweep_policies_heatmap.png")
+        print(HERE / "sweep_policies_heatmap.png")
     return 0
 
 

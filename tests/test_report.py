@@ -222,3 +222,21 @@ def test_accumulate_provenance(tmp_path: Path) -> None:
     # The pi^2/6 bound on the mean error is drawn and checked to hold.
     assert re.search(r"<td>mean_error</td><td>upper</td><td>\d+</td><td>bound</td>(<td>[^<]*</td>){3}<td>holds</td>",
                      text)
+
+
+def test_density_of_thousands_of_narrow_kernels_stays_small(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A KDE of 10,000 narrow kernels once asked the 1-D density figure for a 9 GB matrix: the grid gets extra
+    points for at most MAX_NARROW components, and the density is evaluated in slices that give the same values."""
+    from modelcollapse.data import continuous
+
+    rng = np.random.default_rng(0)
+    n = 10_000
+    kde = (np.full(n, 1.0 / n), rng.normal(size=(n, 1)), np.full((n, 1, 1), 0.03**2))
+    x = continuous._grid_1d([kde] * 6, -4.0, 4.0)
+    assert len(x) <= 800 + continuous.MAX_NARROW * 61
+    small = (kde[0][:50] * 200, kde[1][:50], kde[2][:50])
+    whole, _ = continuous._pdf_1d(small, x)
+    monkeypatch.setattr(continuous, "PDF_CHUNK", 997)  # slices of 19 grid points
+    sliced, _ = continuous._pdf_1d(small, x)
+    np.testing.assert_allclose(sliced, whole, rtol=1e-12)
+    assert abs(np.trapezoid(whole, x) - 1) < 1e-3  # a density: the grid resolves the narrow kernels

@@ -187,16 +187,21 @@ class RunStore:
             )
 
     @classmethod
-    def create(cls, path: Path | str, config_yaml: str, *, writable: bool = True) -> "RunStore":
-        """A new run directory (locked by this process); refused when ``path`` holds anything."""
-        path = Path(path)
-        if not writable:
-            return cls(path, writable=False)
+    def make_new(cls, path: Path) -> None:
+        """Create ``path`` for a new run or study: refused when it holds anything (see :meth:`check_new`)."""
         cls.check_new(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RunDirError(f"cannot create --out {str(path)!r}: {exc.strerror or exc}") from None
+
+    @classmethod
+    def create(cls, path: Path | str, config_yaml: str, *, writable: bool = True) -> "RunStore":
+        """A new run directory (locked by this process); refused when ``path`` holds anything."""
+        path = Path(path)
+        if not writable:
+            return cls(path, writable=False)
+        cls.make_new(path)
         store = cls(path)
         store.lock()
         store.write_text("config.yaml", config_yaml)

@@ -172,6 +172,10 @@ def span(truth: Mixture, fits: list[Mixture], axis: int) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
+PDF_CHUNK = 1 << 22  # grid points x components evaluated at once (32 MB of float64)
+MAX_NARROW = 100  # narrow components given extra grid points, over all the curves of a figure
+
+
 def _pdf_1d(mix: Mixture | Density, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Density of a 1-D mixture on ``x``, and the locations of point-mass components."""
     if callable(mix):
@@ -179,8 +183,13 @@ def _pdf_1d(mix: Mixture | Density, x: np.ndarray) -> tuple[np.ndarray, np.ndarr
     w, m, c = mix
     sd = np.sqrt(np.clip(c[:, 0, 0], 0, None))
     ok = sd > 0
-    z = (x[:, None] - m[None, ok, 0]) / sd[ok]
-    pdf = (np.exp(-0.5 * z**2) / (sd[ok] * np.sqrt(2 * np.pi))) @ (w[ok] / w.sum())
+    mu, sd_ok, weights = m[ok, 0], sd[ok], w[ok] / w.sum()
+    # In slices of the grid: a KDE of 10,000 points on a fine grid would otherwise be a matrix of GBs.
+    rows = max(1, PDF_CHUNK // max(1, len(mu)))
+    pdf = np.empty(len(x))
+    for start in range(0, len(x), rows):
+        z = (x[start:start + rows, None] - mu[None, :]) / sd_ok
+        pdf[start:start + rows] = (np.exp(-0.5 * z**2) / (sd_ok * np.sqrt(2 * np.pi))) @ weights
     return pdf, m[~ok, 0]
 
 
@@ -188,12 +197,14 @@ def _grid_1d(mixes: list[Mixture], lo: float, hi: float) -> np.ndarray:
     """An even grid plus extra points inside components narrower than its step (no aliasing)."""
     x = np.linspace(lo, hi, 800)
     step = x[1] - x[0]
-    extra = []
+    extra: list[np.ndarray] = []
     for w, m, c in (f for f in mixes if not callable(f)):
         sd = np.sqrt(np.clip(c[:, 0, 0], 0, None))
         narrow = np.flatnonzero((sd > 0) & (sd < 4 * step))[:50]
         extra += [m[k, 0] + sd[k] * np.linspace(-5, 5, 61) for k in narrow]
-    return np.unique(np.concatenate([x, *extra])) if extra else x
+        if len(extra) >= MAX_NARROW:  # narrow kernels by the thousand (a KDE): the first ones are enough
+            break
+    return np.unique(np.concatenate([x, *extra[:MAX_NARROW]])) if extra else x
 
 
 def density_1d(truth: Mixture, fits: dict[int, list[Mixture | Density | None]], span: tuple[float, float]) -> Any:

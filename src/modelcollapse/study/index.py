@@ -58,11 +58,7 @@ class StudyDir:
                                   f"{len(index['cells'])} cells); continue it with `modelcollapse sweep --resume "
                                   f"--out {path}`, or choose another --out")
             return existing
-        RunStore.check_new(path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise RunDirError(f"cannot create --out {str(path)!r}: {exc.strerror or exc}") from None
+        RunStore.make_new(path)
         out = cls(path)
         out.lock()
         atomic_write(path / DEFINITION, yaml.safe_dump(study.definition, sort_keys=False).encode())

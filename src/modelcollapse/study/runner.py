@@ -67,7 +67,10 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
     # Ray starts (or refuses: not installed, an unreachable --address, too few GPUs) before anything is written
     runner = None
     if backend == "ray":
-        say(f"ray: connecting to {address}" if address else f"ray: starting a local instance ({workers} CPUs)")
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is not None:  # else the backend says how to install it, and only that
+            say(f"ray: connecting to {address}" if address else f"ray: starting a local instance ({workers} CPUs)")
         runner = _backend(backend, workers, address, gpus_per_cell)
     try:
         if resume:

@@ -34,12 +34,20 @@ def _start_worker(parent: int, threads: int) -> None:
     Libraries loaded already are limited now, those loaded later (scipy's BLAS, scikit-learn's
     OpenMP) read the environment when they load.
     """
+    limit_threads(threads)
+    _orphan_watch(parent)
+
+
+def limit_threads(threads: int) -> None:
+    """This process's BLAS, OpenMP and PyTorch pools to ``threads``: libraries loaded already now, those
+    loaded later through the environment they read when they load."""
     for name in THREAD_VARIABLES:
         os.environ[name] = str(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
-    _orphan_watch(parent)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def _orphan_watch(parent: int) -> None:

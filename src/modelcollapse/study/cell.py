@@ -8,7 +8,6 @@ the same numbers on any backend and with any number of workers.
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import time
@@ -16,8 +15,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                    "NUMEXPR_NUM_THREADS")
 #: Seconds between two progress messages of one cell (a fast chain makes thousands of generations).
 PROGRESS_SECONDS = 0.25
 
@@ -26,25 +23,12 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def limit_threads(threads: int) -> None:
-    """BLAS, OpenMP and PyTorch pools of this process to ``threads`` (libraries loaded later read the
-    environment)."""
-    for name in THREAD_VARIABLES:
-        os.environ[name] = str(threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=threads)
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
 def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool = True, table: str | None = None,
              progress: Any = None) -> dict[str, Any]:
     """Run (or continue) one cell; return its outcome as plain data: status, seconds, error."""
     from ..config import validate
     from ..loop import run
+    from ..pool import limit_threads
     from ..store import RunStore
 
     limit_threads(threads)

@@ -20,12 +20,14 @@ class Batch:
     """Examples for all replicates: ``X`` is (R, n, ...); ``origin`` and ``labels`` are (R, n) ints.
 
     ``labels`` holds the class of labelled real data (images) and ``UNLABELLED`` elsewhere;
-    it is None for unlabelled data kinds.
+    it is None for unlabelled data kinds. ``weight`` (R, n) floats, set by a filtering policy,
+    is how much each example counts in the fit: 0 drops it, None counts every example once.
     """
 
     X: np.ndarray
     origin: np.ndarray
     labels: np.ndarray | None = None
+    weight: np.ndarray | None = None
 
     def __len__(self) -> int:  # examples per replicate
         return self.X.shape[1]
@@ -34,10 +36,13 @@ class Batch:
         """Per-replicate selection: ``idx`` is (R, m) example indices."""
         X_idx = idx.reshape(idx.shape + (1,) * (self.X.ndim - 2))
         labels = None if self.labels is None else np.take_along_axis(self.labels, idx, axis=1)
-        return Batch(np.take_along_axis(self.X, X_idx, axis=1), np.take_along_axis(self.origin, idx, axis=1), labels)
+        weight = None if self.weight is None else np.take_along_axis(self.weight, idx, axis=1)
+        return Batch(np.take_along_axis(self.X, X_idx, axis=1), np.take_along_axis(self.origin, idx, axis=1), labels,
+                     weight)
 
     def head(self, m: int) -> "Batch":
-        return Batch(self.X[:, :m], self.origin[:, :m], None if self.labels is None else self.labels[:, :m])
+        return Batch(self.X[:, :m], self.origin[:, :m], None if self.labels is None else self.labels[:, :m],
+                     None if self.weight is None else self.weight[:, :m])
 
     @staticmethod
     def concat(batches: list["Batch"]) -> "Batch":
@@ -46,14 +51,22 @@ class Batch:
             labels = np.concatenate(
                 [b.labels if b.labels is not None else np.full(b.origin.shape, UNLABELLED) for b in batches], axis=1
             )
+        weight = None
+        if any(b.weight is not None for b in batches):
+            weight = np.concatenate(
+                [b.weight if b.weight is not None else np.ones(b.origin.shape) for b in batches], axis=1)
         return Batch(
-            np.concatenate([b.X for b in batches], axis=1), np.concatenate([b.origin for b in batches], axis=1), labels
+            np.concatenate([b.X for b in batches], axis=1), np.concatenate([b.origin for b in batches], axis=1), labels,
+            weight,
         )
 
 
-def provenance_counts(origin: np.ndarray, generation: int) -> np.ndarray:
-    """(R, generation + 1) counts: column 0 real, column j + 1 from generation j's model."""
+def provenance_counts(origin: np.ndarray, generation: int, weight: np.ndarray | None = None) -> np.ndarray:
+    """(R, generation + 1) counts: column 0 real, column j + 1 from generation j's model. Examples a
+    filter dropped (``weight`` 0) are not in the training set and not counted."""
     R = origin.shape[0]
     cols = generation + 1
     flat = (origin + 1) + cols * np.arange(R)[:, None]
+    if weight is not None:
+        flat = flat[weight > 0]
     return np.bincount(flat.ravel(), minlength=R * cols).reshape(R, cols)

@@ -13,6 +13,7 @@ report, and the policy (``POLICIES``) builds each training set.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -26,7 +27,7 @@ from .data import Source, load_source
 from .errors import DataError
 from .models import MODELS, FitError, ReplicatedModel
 from .policies import Policy, build_policy
-from .policies.base import uses_statistics
+from .policies.base import PolicyContext, uses_statistics
 from .pool import WorkerPool
 from .rng import RandomStreams
 
@@ -48,6 +49,24 @@ class Generation:
     newly_stopped: dict[int, str] = field(default_factory=dict)
     extras: dict[str, np.ndarray] = field(default_factory=dict)  # stored beside the parameters (image previews)
     not_converged: int = 0  # replicates whose fit reached its iteration limit (scikit-learn would warn)
+    lineage: dict[str, np.ndarray] = field(default_factory=dict)  # per-example origins of the training set
+
+
+#: Per-example origins are stored for as many replicates as keep this many entries per generation
+#: (at least one replicate): exact lineage for ordinary runs, bounded files for 20,000-replicate ones.
+LINEAGE_ENTRIES = 1 << 16
+
+
+def lineage_arrays(train: Batch) -> dict[str, np.ndarray]:
+    """The training set's per-example sources, as provenance columns (0 real, j + 1 generation j's model),
+    and weights when a filter set them, for the first replicates; the smallest integer type that holds them."""
+    R, n = train.origin.shape
+    shown = max(1, min(R, LINEAGE_ENTRIES // max(n, 1)))
+    source = train.origin[:shown] + 1
+    out = {"lineage/source": source.astype(np.min_scalar_type(int(source.max(initial=0))))}
+    if train.weight is not None:
+        out["lineage/weight"] = train.weight[:shown].astype(np.float32)
+    return out
 
 
 class Chain:
@@ -84,6 +103,8 @@ class Chain:
         self.info: dict[str, Any] = prepared.info  # facts about the run for the manifest
         self.fit_kwargs: dict[str, Any] = prepared.fit_kwargs  # e.g. validation blocks for best-epoch selection
         self.pool = WorkerPool(spec.workers)  # processes for per-replicate fits, started on first use
+        self.policy_metrics = self.policy.metric_names()
+        self.min_size = _min_train_size(self.family, spec)
 
     def close(self) -> None:
         """End the worker processes (the loop calls this however the run ends)."""
@@ -98,22 +119,34 @@ class Chain:
         return self._fit_and_measure(0, self.real, synthetic=None)
 
     def step(self, g: int) -> Generation:
-        n = int(self.sizes[g])
-        extra = self.source.sample_kwargs(self.real, n)
-        X = self.model.sample(n, rng=self.streams["sample"], **extra)
+        n = self.policy.synthetic_size(int(self.sizes[g]))
+        X = self.sample(n, self.streams["sample"])
         synthetic = Batch(X, np.full(X.shape[:2], g - 1, dtype=np.int64))
         if self.incremental:
             self._add_statistics(X)
             return self._fit_and_measure(g, None, synthetic)
         self.history = [*self.history, synthetic] if self.policy.needs_history else [synthetic]
+        context = self.context(g) if self.policy.uses_context else None
         train = self.policy.build(
             real=self.real,
             synthetic=self.history,
             train_size=int(self.sizes[g]),
             rngs=self.streams["policy"],
             draw_real=self.draw_real,
+            **({"context": context} if context is not None else {}),
         )
-        return self._fit_and_measure(g, train, synthetic)
+        return self._fit_and_measure(g, train, synthetic, {} if context is None else context.records)
+
+    def sample(self, n: int, rngs: list[np.random.Generator]) -> np.ndarray:
+        """``n`` examples per replicate from the current model (language models continue real prompts)."""
+        return self.model.sample(n, rng=rngs, **self.source.sample_kwargs(self.real, n))
+
+    def context(self, g: int) -> PolicyContext:
+        ctx = PolicyContext(generation=g, generations=self.spec.generations, model=self.model, model0=self.model0,
+                            truth=self.truth, source=self.source, rngs=self.streams["detector"],
+                            data_type=self.family.data_type)
+        ctx.sample = lambda n: self.sample(n, self.streams["detector"])  # type: ignore[attr-defined]
+        return ctx
 
     def _add_statistics(self, X: np.ndarray) -> None:
         """Fold a synthetic set into the running statistics (shifted by the real set's, see GaussianModel)."""
@@ -122,16 +155,21 @@ class Chain:
     def draw_real(self, n: int) -> Batch:
         return self.source.draw(n, self.streams["real"])
 
-    def _fit_and_measure(self, g: int, train: Batch | None, synthetic: Batch | None) -> Generation:
+    def _fit_and_measure(self, g: int, train: Batch | None, synthetic: Batch | None,
+                         recorded: dict[str, np.ndarray] | None = None) -> Generation:
         """Fit generation g on ``train``, or on the running statistics when ``train`` is None."""
         if train is None:
             self.model.fit_statistics(self.stats)
             newly, not_converged = {}, 0
         elif isinstance(self.model, ReplicatedModel):
+            weights = {} if train.weight is None else {"sample_weight": train.weight, "min_size": self.min_size}
             self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, pool=self.pool,
-                           **self.fit_kwargs)
+                           **weights, **self.fit_kwargs)
             newly = {r: why for r, why in self.model.stopped.items() if r not in self.stopped}
             not_converged = self.model.not_converged()
+        elif train.weight is not None:
+            self._fit_weighted(train)
+            newly, not_converged = {}, 0
         else:
             self.model.fit(train.X)
             newly, not_converged = {}, 0
@@ -139,8 +177,8 @@ class Chain:
         if g == 0 and len(self.stopped) == self.spec.replicates:
             # Every replicate failing on real data is a setting problem, not collapse: fail loudly.
             raise FitError(f"every replicate failed to fit generation 0: {next(iter(self.stopped.values()))}")
-        if g == 0:
-            self.model0 = self.model.snapshot() if isinstance(self.model, ReplicatedModel) else None
+        if g == 0:  # a later fit replaces a batched model's arrays, never writes into them: a shallow copy holds
+            self.model0 = self.model.snapshot() if isinstance(self.model, ReplicatedModel) else copy.copy(self.model)
         ctx = M.MetricContext(
             model=self.model,
             truth=self.truth,
@@ -157,15 +195,31 @@ class Chain:
             values = {name: np.full(self.spec.replicates, np.nan) for name in self.metric_fns}
         else:
             values = {name: np.asarray(fn(ctx), dtype=float) for name, fn in self.metric_fns.items()}
+        for name in self.policy_metrics:  # what the policy recorded (a filter's detector), NaN at generation 0
+            values[name] = np.asarray((recorded or {}).get(name, np.full(self.spec.replicates, np.nan)), dtype=float)
         if train is None:  # the real set, then the set drawn from each earlier generation (M_1 .. M_g)
             R = self.spec.replicates
             row = self.sizes[: g + 1].copy()
             row[0] = len(self.real)
             counts = np.broadcast_to(row, (R, g + 1))  # the same for every replicate: one row, not R
-            extras = {}
+            extras, lineage = {}, {}
         else:
-            counts, extras = provenance_counts(train.origin, g), self.source.extras(ctx, train)
-        return Generation(g, values, counts, synthetic, newly, extras, not_converged)
+            counts, extras = provenance_counts(train.origin, g, train.weight), self.source.extras(ctx, train)
+            lineage = lineage_arrays(train) if g else {}
+        return Generation(g, values, counts, synthetic, newly, extras, not_converged, lineage)
+
+    def _fit_weighted(self, train: Batch) -> None:
+        """A batched family fitted with ``sample_weight``; a replicate left with fewer examples than the
+        family needs keeps its previous model (its rows of the state are put back after the fit)."""
+        w = np.asarray(train.weight, dtype=float)
+        empty = (w > 0).sum(axis=1) < self.min_size
+        if not empty.any():
+            self.model.fit(train.X, sample_weight=w)
+            return
+        before = {k: np.array(v, copy=True) for k, v in self.model.state_dict().items()}
+        self.model.fit(train.X, sample_weight=np.where(empty[:, None], 1.0, w))  # a stand-in fit, put back below
+        after = self.model.state_dict()
+        self.model.load_state_dict({k: np.where(_rows(empty, v.ndim), before[k], v) for k, v in after.items()})
 
     # -- checkpoint support -----------------------------------------------------------
     def model_state(self) -> dict[str, np.ndarray]:
@@ -194,7 +248,20 @@ class Chain:
             self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state, stopped=stopped0)
         else:
             self.model.load_state_dict(model_state)
+            self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state)
         self.streams.load_state_arrays(rng_state)
+
+
+def _rows(mask: np.ndarray, ndim: int) -> np.ndarray:
+    return mask.reshape(mask.shape + (1,) * (ndim - 1))
+
+
+def _min_train_size(family: Any, spec: ExperimentSpec) -> int:
+    """The fewest examples a replicate's fit needs (a filter may leave fewer): the family's minimum, and
+    one example per component for a mixture (whose own check compares the component count instead)."""
+    params = spec.model.model_dump()
+    hook = getattr(family.cls, "min_train_size", None)  # a plug-in need not derive from BaseModel
+    return max(1, int(hook(params)) if callable(hook) else 1, int(params.get("n_components", 1)))
 
 
 def _check_installed(family: Any) -> None:

@@ -157,9 +157,11 @@ class ExperimentSpec(Spec):
             g = int(np.flatnonzero(m < need)[0])
             raise ValueError(f"train_size: {m[g]} at generation {g} is below the {need} examples a "
                              f"{self.model.kind} fit needs")
-        problem = POLICIES.get(self.policy.kind).build(self.policy).check_sizes(m)
+        policy = POLICIES.get(self.policy.kind).build(self.policy)
+        problem = policy.check_sizes(m)
         if problem:
             raise ValueError(f"train_size: {problem}")
+        policy.check_experiment(self)
 
     def sizes(self) -> np.ndarray:
         """The training-set size M_g of every generation g = 0..generations (int64)."""

@@ -127,6 +127,7 @@ def _record(store: RunStore, chain: Chain, gen: Generation, writer: MetricWriter
     if gen.synthetic is not None and chain.policy.needs_history and not chain.incremental:
         arrays["synthetic_X"] = gen.synthetic.X
     arrays.update(gen.extras)
+    arrays.update(gen.lineage)
     meta = {"format": GENERATION_FORMAT, "stopped": json.dumps({str(r): why for r, why in gen.newly_stopped.items()})}
     store.write_tensors(store.generation_file(g), arrays, meta)
     ledger.record(g, *integrity.split_model(arrays), meta)

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 #: Roles, in a fixed order: the index is part of the stream key, so never reorder.
-ROLES: tuple[str, ...] = ("real", "heldout", "sample", "policy", "fit", "metric")
+ROLES: tuple[str, ...] = ("real", "heldout", "sample", "policy", "fit", "metric", "detector")
 
 
 def stream(seed: int, replicate: int, role: str) -> np.random.Generator:

@@ -151,17 +151,25 @@ class ReplicatedModel:
         return self.factory().data_type
 
     def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, pool: Any = None,
-            **fit_kwargs: Any) -> "ReplicatedModel":
+            sample_weight: np.ndarray | None = None, min_size: int = 1, **fit_kwargs: Any) -> "ReplicatedModel":
         """Fit every running replicate on its own data ``X[r]``; ``fit_kwargs`` go to each fit (e.g. X_val).
 
-        With ``workers`` > 1 the fits run in ``pool`` (a :class:`~modelcollapse.pool.WorkerPool` the
-        caller keeps for the run), or in a pool made for this call."""
+        ``sample_weight`` (R, n), from a filtering policy: examples of weight 0 are left out of replicate
+        r's fit, other weights go to a family whose ``fit`` takes ``sample_weight`` (all 1: plain fit). A
+        replicate with fewer than ``min_size`` examples left keeps its current model. With ``workers``
+        > 1 the fits run in ``pool`` (a :class:`~modelcollapse.pool.WorkerPool` the caller keeps for the
+        run), or in a pool made for this call."""
         seeds = [None] * len(self.models) if rng is None else [g.integers(2**63) for g in rng]
         todo = [r for r in range(len(self.models)) if r not in self.stopped]
+        data = [(X[r], {}) for r in range(len(self.models))] if sample_weight is None else \
+            weighted_subsets(X, sample_weight)
+        if sample_weight is not None:  # too little left: the replicate keeps what it had
+            todo = [r for r in todo if len(data[r][0]) >= min_size or self.models[r] is None]
         # A warm-started family continues from the previous generation's weights, passed as plain state.
         warm = getattr(self.factory(), "warm_start", False)
         prev = [self.models[r].state_dict() if warm and self.models[r] is not None else None for r in range(len(self.models))]
-        results = _map(_fit_one, [(self.factory, X[r], seeds[r], prev[r], fit_kwargs) for r in todo], workers, pool)
+        results = _map(_fit_one, [(self.factory, data[r][0], seeds[r], prev[r], {**fit_kwargs, **data[r][1]})
+                                  for r in todo], workers, pool)
         for r, (model, err) in zip(todo, results):
             self.models[r] = model
             if err is not None:
@@ -206,6 +214,16 @@ class ReplicatedModel:
             else:
                 self.models[r] = self.factory().load_state_dict({k: v[r] for k, v in state.items()})
         return self
+
+
+def weighted_subsets(X: np.ndarray, weight: np.ndarray) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Per replicate, the examples of positive weight and, unless those are all 1, their weights as
+    ``sample_weight`` (for a family whose fit takes it)."""
+    out = []
+    for x, w in zip(X, np.asarray(weight, dtype=float)):
+        keep = w > 0
+        out.append((x[keep], {} if np.all(w[keep] == 1) else {"sample_weight": w[keep]}))
+    return out
 
 
 def _fit_one(args: tuple) -> tuple[BaseModel | None, str | None]:

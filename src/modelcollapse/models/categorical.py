@@ -22,6 +22,16 @@ def batched_counts(X: np.ndarray, n_categories: int) -> np.ndarray:
     return counts.reshape(batch + (n_categories,))
 
 
+def weighted_counts(X: np.ndarray, weight: np.ndarray, n_categories: int) -> np.ndarray:
+    """Sum of the weights of each category, over the last axis of (..., n) labels."""
+    if np.shape(weight) != np.shape(X):
+        raise ValueError(f"sample_weight has shape {np.shape(weight)}, X has {np.shape(X)}")
+    flat = X.reshape(-1, X.shape[-1])
+    keys = flat + n_categories * np.arange(len(flat))[:, None]
+    out = np.bincount(keys.ravel(), weights=weight.reshape(-1), minlength=len(flat) * n_categories)
+    return out.reshape(X.shape[:-1] + (n_categories,))
+
+
 def batched_inverse_cdf(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Category index for uniforms ``u`` (..., n) under ``probs`` (..., K), row by row.
 
@@ -77,7 +87,10 @@ class CategoricalModel(BaseModel):
         self.n_categories = n_categories
         self.smoothing = smoothing
 
-    def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "CategoricalModel":
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None,
+            sample_weight: np.ndarray | None = None) -> "CategoricalModel":
+        """Frequencies of the labels (plus ``smoothing``); with ``sample_weight`` (the shape of ``X``),
+        each label counts its weight."""
         X = np.asarray(X)
         if X.ndim < 1 or X.shape[-1] == 0:
             raise ValueError(f"X must have shape (n,) or (R, n) with n > 0, got {X.shape}")
@@ -87,8 +100,12 @@ class CategoricalModel(BaseModel):
             X = X.astype(np.int64)
         if X.min() < 0 or X.max() >= self.n_categories:
             raise ValueError(f"labels must lie in [0, {self.n_categories}), got range [{X.min()}, {X.max()}]")
-        counts = batched_counts(X, self.n_categories).astype(float) + self.smoothing
-        self.probs_ = counts / counts.sum(axis=-1, keepdims=True)
+        if sample_weight is None:
+            counts = batched_counts(X, self.n_categories).astype(float) + self.smoothing
+        else:
+            counts = weighted_counts(X, np.asarray(sample_weight, dtype=float), self.n_categories) + self.smoothing
+        with np.errstate(invalid="ignore"):
+            self.probs_ = counts / counts.sum(axis=-1, keepdims=True)
         return self
 
     # -- additive sufficient statistics (an accumulating chain adds each set's, keeping no pool) -----

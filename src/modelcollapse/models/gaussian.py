@@ -53,7 +53,12 @@ class GaussianModel(BaseModel):
     def __init__(self, *, estimator: Literal["mle", "unbiased"] = "mle") -> None:
         self.estimator = estimator
 
-    def fit(self, X: np.ndarray, *, rng: RNG | None = None) -> "GaussianModel":
+    def fit(self, X: np.ndarray, *, rng: RNG | None = None,
+            sample_weight: np.ndarray | None = None) -> "GaussianModel":
+        """Mean and covariance of ``X``; with ``sample_weight`` (the shape of ``X`` without its last axis),
+        the weighted ones. The unbiased divisor is then ``V1 - V2 / V1`` (V1, V2: the sums of the weights
+        and of their squares), which is ``n - 1`` for 0/1 weights: dropping an example is the same as a
+        fit without it."""
         X = np.asarray(X, dtype=float)
         if X.ndim < 2:
             raise ValueError(f"X must have shape (n, d) or (R, n, d), got {X.shape}")
@@ -61,11 +66,26 @@ class GaussianModel(BaseModel):
         ddof = {"mle": 0, "unbiased": 1}.get(self.estimator)
         if ddof is None:
             raise ValueError(f"estimator must be 'mle' or 'unbiased', got {self.estimator!r}")
+        if sample_weight is not None:
+            return self._fit_weighted(X, np.asarray(sample_weight, dtype=float), ddof)
         if n <= ddof:
             raise ValueError(f"need at least {ddof + 1} examples to fit, got {n}")
         self.mean_ = X.mean(axis=-2)
         centred = X - self.mean_[..., None, :]
         self.covariance_ = np.swapaxes(centred, -1, -2) @ centred / (n - ddof)
+        self.n_features_in_ = X.shape[-1]
+        return self
+
+    def _fit_weighted(self, X: np.ndarray, w: np.ndarray, ddof: int) -> "GaussianModel":
+        if w.shape != X.shape[:-1] or (w < 0).any():
+            raise ValueError(f"sample_weight must be non-negative with shape {X.shape[:-1]}, got shape {w.shape}")
+        v1 = w.sum(axis=-1)
+        divisor = v1 - ddof * (w**2).sum(axis=-1) / np.where(v1 > 0, v1, 1)
+        if (divisor <= 0).any():
+            raise ValueError(f"the weights leave too little data to fit (divisor {divisor.min():g})")
+        self.mean_ = (w[..., None] * X).sum(axis=-2) / v1[..., None]
+        centred = X - self.mean_[..., None, :]
+        self.covariance_ = np.swapaxes(centred * w[..., None], -1, -2) @ centred / divisor[..., None, None]
         self.n_features_in_ = X.shape[-1]
         return self
 

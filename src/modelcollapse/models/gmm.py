@@ -243,16 +243,35 @@ class BatchedGMM(ReplicatedModel):
     """
 
     def fit(self, X: np.ndarray, *, rng: RNG | None = None, workers: int = 1, pool: Any = None,
-            **fit_kwargs: Any) -> "BatchedGMM":
+            sample_weight: np.ndarray | None = None, min_size: int = 1, **fit_kwargs: Any) -> "BatchedGMM":
+        """``sample_weight`` (0 or 1, from a filter) leaves examples out: replicates left with the same
+        number of examples share a batch (no operation mixes replicates, so the grouping changes no
+        number); a replicate left with fewer than ``min_size`` keeps its current model."""
         R = len(self.models)
         seeds = [None] * R if rng is None else [int(g.integers(2**63)) for g in rng]
         todo = [r for r in range(R) if r not in self.stopped]
-        if not todo:
-            return self
         X = np.asarray(X, dtype=float)
+        if sample_weight is None:
+            groups = [(todo, X)]
+        else:
+            subsets = [x[w > 0] for x, w in zip(X, np.asarray(sample_weight))]
+            by_size: dict[int, list[int]] = {}
+            for r in todo:
+                if len(subsets[r]) >= min_size or self.models[r] is None:
+                    by_size.setdefault(len(subsets[r]), []).append(r)
+            groups = [(rs, np.stack([subsets[r] for r in rs]) if rs else X[:0]) for _, rs in sorted(by_size.items())]
+        if not any(rs for rs, _ in groups):
+            return self
         proto = self.factory()
-        chunks = _chunks(todo, _chunk_size(X.shape[1], X.shape[2], proto.n_components), workers)
-        jobs = [(proto.em_params(), X[c], [seeds[r] for r in c], proto.device) for c in chunks]
+        chunks, jobs = [], []
+        for rs, Xg in groups:
+            if not rs:
+                continue
+            where = {r: i for i, r in enumerate(rs)}
+            for c in _chunks(rs, _chunk_size(Xg.shape[1], Xg.shape[2], proto.n_components), workers):
+                chunks.append(c)
+                jobs.append((proto.em_params(), Xg[[where[r] for r in c]] if sample_weight is not None else Xg[c],
+                             [seeds[r] for r in c], proto.device))
         if workers > 1 and len(jobs) > 1 and pool is not None:  # chunks side by side, same numbers
             results = pool.map(_fit_chunk, jobs)
         else:

@@ -10,7 +10,7 @@ validated against ``Mix``'s own declaration.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Annotated, Any, ClassVar
 
 import numpy as np
@@ -24,12 +24,57 @@ from ..models.family import same_class
 DrawReal = Callable[[int], Batch]
 
 
+@dataclass
+class PolicyContext:
+    """What a policy that looks beyond the data (``uses_context``) may read while it builds generation
+    ``generation``'s training set: the models so far, the data source, a random stream of its own, and
+    where it records per-replicate values that become metrics (``metric_names``)."""
+
+    generation: int
+    generations: int  # the run's last generation (schedules over the run need it)
+    model: Any  # generation g - 1's fitted model, batched over replicates
+    model0: Any  # generation 0's (fitted on real data only)
+    truth: Any  # the original distribution (a fitted model for closed forms, a dataset otherwise)
+    source: Any  # the data kind's Source (draws real examples with labels)
+    rngs: list[np.random.Generator]  # the "detector" stream of each replicate
+    data_type: str
+    records: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def record(self, name: str, values: Any) -> None:
+        self.records[name] = np.asarray(values, dtype=float)
+
+    def draw_real(self, n: int) -> Batch:
+        """``n`` fresh real examples per replicate from this context's own stream (a detector's
+        training data: it does not move the stream the training sets are drawn from)."""
+        return self.source.draw(n, self.rngs)
+
+    @property
+    def replicates(self) -> int:
+        return len(self.rngs)
+
+
 @dataclass(frozen=True)
 class Policy:
     needs_history: ClassVar[bool] = False  # keep every synthetic set (accumulating policies)
     #: The training set is the real set and every synthetic set so far, in any order: a family whose
     #: fit depends on its data only through additive statistics can add each set's and keep no pool.
     additive: ClassVar[bool] = False
+    #: ``build`` also takes ``context`` (a :class:`PolicyContext`): the web's schedule, detectors.
+    uses_context: ClassVar[bool] = False
+    #: The real part is drawn new each generation, so a filter may gather more candidates than it keeps.
+    crawlable: ClassVar[bool] = False
+
+    def synthetic_size(self, train_size: int) -> int:
+        """How many examples to draw from generation g - 1's model for a training set of ``train_size``."""
+        return train_size
+
+    def metric_names(self) -> tuple[str, ...]:
+        """Per-replicate values the policy records each generation (stored as metrics; NaN at generation 0)."""
+        return ()
+
+    def check_experiment(self, spec: Any) -> None:
+        """Refuse a whole experiment this policy cannot run (raise ``ValueError("policy.key: why")``):
+        a detector that cannot read the family's data, a schedule shorter than the run."""
 
     def build(
         self,

@@ -1,4 +1,4 @@
-"""Command line: ``modelcollapse run | report | presets | show | plugins``."""
+"""Command line: ``modelcollapse run | report | presets | show | plugins | lineage``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,16 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run or study directory")
     rep.add_argument("run_dir", type=Path)
 
+    lin = sub.add_parser("lineage", help="where a generation's training data came from: its sources, how many "
+                                         "models stand between it and real data, one example's origin (reads only)")
+    lin.add_argument("run_dir", type=Path)
+    lin.add_argument("--generation", "-g", type=int, required=True, metavar="G")
+    lin.add_argument("--replicate", "-r", type=int, metavar="R", help="one replicate's counts (default: the mean "
+                                                                      "over replicates; with --index: 0)")
+    lin.add_argument("--index", "-i", type=int, metavar="I", help="one example of the training set: its source, "
+                                                                  "weight and the ancestry of its source")
+    lin.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
     fix = sub.add_parser("repair", help="check a run directory and rebuild what can be rebuilt (metric rows, "
                                         "provenance, the manifest, real data); say what cannot")
     fix.add_argument("run_dir", type=Path)
@@ -98,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins,
-                    "repair": _repair, "theory": _theory, "sweep": _sweep}
+                    "repair": _repair, "theory": _theory, "sweep": _sweep, "lineage": _lineage}
         _report_broken_plugins(err)
         return commands[args.command](args, err)
     except (SpecError, RunDirError) as exc:
@@ -292,6 +302,19 @@ def _report(args: argparse.Namespace, err: Console) -> int:
         err.print(f"report: {write_study_report(args.run_dir)}")
         return EXIT_OK
     err.print(f"report: {write_report(args.run_dir)}")
+    return EXIT_OK
+
+
+def _lineage(args: argparse.Namespace, err: Console) -> int:
+    from .lineage import describe, lineage
+
+    result = lineage(args.run_dir, args.generation, args.replicate, args.index)
+    if args.json:
+        from .store import dumps, jsonable
+
+        sys.stdout.write(dumps(jsonable(result)) + "\n")
+    else:
+        sys.stdout.write(describe(result) + "\n")
     return EXIT_OK
 
 

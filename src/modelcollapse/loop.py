@@ -280,4 +280,9 @@ def _compatible(stored: ExperimentSpec, given: ExperimentSpec | None) -> Experim
         raise RunDirError(
             f"cannot resume with generations={given.generations}: the run was started with {stored.generations}"
         )
+    from .policies import build_policy
+
+    problem = build_policy(given.policy).check_resume(given.generations, stored.generations)
+    if problem:
+        raise RunDirError(f"cannot resume with generations={given.generations}: {problem}")
     return given

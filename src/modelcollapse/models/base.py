@@ -200,19 +200,34 @@ class ReplicatedModel:
         return _stack_with_nan([m.log_prob(x) if m is not None else None for m, x in zip(self.models, X)])
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        """Every replicate's state stacked on a leading axis. A state that holds training examples (a KDE's
+        points, an n-gram's blocks) is longer for a replicate a filter left more examples: such arrays are
+        padded to the longest, and ``<key>#rows`` records each replicate's length."""
         states = [m.state_dict() if m is not None else None for m in self.models]
         template = next((s for s in states if s is not None), None)
         if template is None:
             return {}
-        return {k: _stack_with_nan([s[k] if s is not None else None for s in states]) for k in template}
+        out = {}
+        for k in template:
+            arrays = [None if s is None else np.asarray(s[k]) for s in states]
+            if len({a.shape for a in arrays if a is not None}) > 1:
+                rows = np.array([0 if a is None else len(a) for a in arrays], dtype=np.int64)
+                arrays = [None if a is None else _pad_rows(a, int(rows.max())) for a in arrays]
+                out[k + RAGGED] = rows
+            out[k] = _stack_with_nan(arrays)
+        return out
 
     def load_state_dict(self, state: dict[str, np.ndarray], stopped: dict[int, str] | None = None) -> "ReplicatedModel":
         self.stopped = dict(stopped or {})
         for r in range(len(self.models)):
             if r in self.stopped:
                 self.models[r] = None
-            else:
-                self.models[r] = self.factory().load_state_dict({k: v[r] for k, v in state.items()})
+                continue
+            own = {k: v[r] for k, v in state.items() if not k.endswith(RAGGED)}
+            for k in own:
+                if k + RAGGED in state:
+                    own[k] = own[k][: int(state[k + RAGGED][r])]
+            self.models[r] = self.factory().load_state_dict(own)
         return self
 
 
@@ -252,6 +267,17 @@ def _map(fn: Callable, items: list, workers: int, pool: Any = None) -> list:
 
     with WorkerPool(workers) as own:
         return own.map(fn, items)
+
+
+#: Suffix of the per-replicate lengths of a state array whose replicates hold different numbers of rows.
+RAGGED = "#rows"
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with zero rows appended up to ``n`` (trimmed again on load, so the fill never matters)."""
+    if a.ndim == 0 or len(a) == n:
+        return a
+    return np.concatenate([a, np.zeros((n - len(a), *a.shape[1:]), dtype=a.dtype)])
 
 
 def _stack_with_nan(arrays: list[np.ndarray | None]) -> np.ndarray:

@@ -72,6 +72,11 @@ class Policy:
         """Per-replicate values the policy records each generation (stored as metrics; NaN at generation 0)."""
         return ()
 
+    def check_resume(self, generations: int, stored: int) -> str | None:
+        """Why a run of ``stored`` generations cannot continue to ``generations`` (a schedule over the
+        run's length would change), or None."""
+        return None
+
     def check_experiment(self, spec: Any) -> None:
         """Refuse a whole experiment this policy cannot run (raise ``ValueError("policy.key: why")``):
         a detector that cannot read the family's data, a schedule shorter than the run."""
@@ -126,7 +131,11 @@ class PolicyKind:
         return self.cls(**self.settings(spec))
 
     def describe(self, spec: PolicySpec) -> str:
-        """``kind (key=value, ...)`` for reports."""
+        """``kind (key=value, ...)`` for reports, or the policy's own ``describe()`` (a filter names its
+        detector and its base)."""
+        custom = getattr(self.cls, "describe", None)
+        if callable(custom):
+            return str(self.build(spec).describe())
         own = ", ".join(f"{k}={v}" for k, v in self.settings(spec).items())
         return f"{self.name} ({own})" if own else self.name
 

@@ -89,6 +89,9 @@ class Filter(Policy):
     def check_sizes(self, sizes):
         return self._base.check_sizes(sizes)
 
+    def check_resume(self, generations: int, stored: int) -> str | None:
+        return self._base.check_resume(generations, stored)
+
     def metric_names(self) -> tuple[str, ...]:
         return (*self._base.metric_names(), *FILTER_METRICS)
 
@@ -113,6 +116,13 @@ class Filter(Policy):
     def detector_kind(self) -> str:
         return self.detector["kind"] if isinstance(self.detector, dict) else self.detector.kind
 
+    def describe(self) -> str:
+        """``filter: oracle (false_negative_rate=0.2) on web (synthetic_share=0.8), drop`` for reports."""
+        base = self.base if isinstance(self.base, dict) else self.base.model_dump()
+        detector = self.detector if isinstance(self.detector, dict) else self.detector.model_dump()
+        action = f"downweight to {self.weight:g}" if self.action == "downweight" else self.action
+        return f"filter: {_short(detector)} on {_short(base)}, {action}"
+
     # -- the training set --------------------------------------------------------------------
     def build(self, *, real, synthetic, train_size, rngs, draw_real, context):
         n = self.candidates(train_size)
@@ -122,7 +132,7 @@ class Filter(Policy):
         for name, values in detection_metrics(flags, cand.origin).items():
             context.record(name, values)
         if self.action == "drop":
-            out = _drop(cand, flags, train_size if n > train_size else None)
+            out = _drop(cand, flags, train_size if n > train_size else None, rngs)
         elif self.action == "downweight":
             out = Batch(cand.X, cand.origin, cand.labels, np.where(flags, self.weight, 1.0))
         else:
@@ -135,12 +145,32 @@ class Filter(Policy):
         return out
 
 
-def _drop(cand: Batch, flags: np.ndarray, keep: int | None) -> Batch:
-    """Flagged examples get weight 0; with ``keep`` (a crawl), the first ``keep`` unflagged examples of each
-    replicate are the training set (flagged ones pad a replicate that found too few, at weight 0)."""
+def _short(section: dict) -> str:
+    """``kind (key=value, ...)`` of a nested section, leaving out keys at their defaults or zero."""
+    rest = {k: v for k, v in section.items() if k != "kind" and v not in (0, 0.0, None)}
+    # A detector's defaults go without saying; a base policy's settings are the experiment (mix's 10%).
+    defaults = DETECTORS.get(section["kind"]).spec().model_dump() if "real_fraction" not in section else {}
+    shown = ", ".join(f"{k}={_value(v)}" for k, v in rest.items() if defaults.get(k) != v)
+    return f"{section['kind']} ({shown})" if shown else section["kind"]
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, dict):  # a share schedule: the logistic keys only where they mean something
+        keep = {k: x for k, x in v.items() if x is not None and (v.get("schedule") == "logistic" or
+                                                                k not in ("steepness", "midpoint"))}
+        return "{" + ", ".join(f"{k}: {_value(x)}" for k, x in keep.items()) + "}"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _drop(cand: Batch, flags: np.ndarray, keep: int | None, rngs: list[np.random.Generator]) -> Batch:
+    """Flagged examples get weight 0; with ``keep`` (a crawl), ``keep`` unflagged examples of each replicate,
+    drawn uniformly, are the training set (flagged ones pad a replicate that found too few, at weight 0).
+    Uniformly, not the first ones: a base lists its real part first, and taking the head of the crawl would
+    favour real data over synthetic data the detector missed."""
     if keep is None:
         return Batch(cand.X, cand.origin, cand.labels, (~flags).astype(float))
-    order = np.argsort(flags, axis=1, kind="stable")[:, :keep]  # unflagged first, in crawl order
+    u = np.stack([g.random(flags.shape[1]) for g in rngs])
+    order = np.argsort(flags + u, axis=1)[:, :keep]  # unflagged (key < 1) first, in random order
     out = cand.take(order)
     return Batch(out.X, out.origin, out.labels, (~np.take_along_axis(flags, order, axis=1)).astype(float))
 

@@ -37,6 +37,13 @@ class ShareSchedule(Spec):
     end: Share = 1.0
     midpoint: Optional[Annotated[float, Field(ge=0)]] = None  # logistic: the generation of the half-way point
     steepness: Annotated[float, Field(gt=0, le=100)] = 1.0  # logistic: rate per generation
+    # The generations the schedule spans (linear: reaches ``end`` there; logistic: midpoint in the middle);
+    # None: the run's. A run resumed with more generations keeps its numbers only with a fixed span.
+    span: Optional[Annotated[int, Field(ge=1)]] = None
+
+    def depends_on_run_length(self) -> bool:
+        return self.schedule == "linear" and self.span is None or \
+            self.schedule == "logistic" and self.span is None and self.midpoint is None
 
 
 def _share(value: Any) -> Any:
@@ -76,12 +83,19 @@ def share_at(share: Any, g: int, generations: int) -> float:
     if isinstance(share, (list, tuple)):
         return float(share[g - 1])
     s = share if isinstance(share, ShareSchedule) else ShareSchedule.model_validate(share)
+    generations = s.span or generations
     if s.schedule == "constant":
         return s.start
     if s.schedule == "linear":
-        return s.start + (s.end - s.start) * (g - 1) / max(generations - 1, 1)
+        return s.start + (s.end - s.start) * min((g - 1) / max(generations - 1, 1), 1.0)  # then holds at end
     mid = (generations + 1) / 2 if s.midpoint is None else s.midpoint
     return s.start + (s.end - s.start) / (1.0 + float(np.exp(-s.steepness * (g - mid))))
+
+
+def _schedule(share: Any) -> ShareSchedule | None:
+    if isinstance(share, ShareSchedule):
+        return share
+    return ShareSchedule.model_validate(share) if isinstance(share, dict) else None
 
 
 @register_policy("web")
@@ -104,6 +118,14 @@ class Web(Policy):
             raise ValueError(f"policy.synthetic_share: the list has {len(self.synthetic_share)} shares "
                              f"(generations 1-{len(self.synthetic_share)}) but the run has generations 1-"
                              f"{spec.generations}: no share for generation {len(self.synthetic_share) + 1}")
+
+    def check_resume(self, generations: int, stored: int) -> str | None:
+        s = _schedule(self.synthetic_share)
+        if generations != stored and s is not None and s.depends_on_run_length():
+            return (f"policy.synthetic_share: the {s.schedule} schedule spans the run's {stored} generations, so "
+                    f"{generations} would change the shares of the generations already run; give it a fixed "
+                    f"span (span: {generations}) in a new run")
+        return None
 
     def build(self, *, real, synthetic, train_size, rngs, draw_real, context):
         share = share_at(self.synthetic_share, context.generation, context.generations)

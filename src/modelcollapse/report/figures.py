@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator
 
 DPI = 110
 MEDIAN, BAND, SINGLE, THEORY, MEAN = "#1f4e79", "#7fa7d1", "#6b6b6b", "#c0392b", "#e67e22"
-REAL, LAST, OLDER = "#2e7d32", "#ef8a3c", "#c9a27e"
+REAL, LAST, TWO_BACK, OLDER = "#2e7d32", "#ef8a3c", "#f6c28b", "#a8927c"
 STYLE = {
     "font.family": "sans-serif",
     "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
@@ -211,22 +211,75 @@ def component_weights(values: np.ndarray) -> Figure:
 
 
 def provenance(gens: np.ndarray, shares: dict[str, np.ndarray]) -> Figure:
-    """Stacked mean share of each training set by source; bars when there are few generations."""
+    """Stacked mean share of each training set by source (real data, the previous generation, two back,
+    older), as an area of one cell per generation."""
     fig = Figure(figsize=(8, 2.9), layout="constrained")
     ax = fig.add_subplot()
-    colours = {"real data": REAL, "previous generation": LAST, "older generations": OLDER}
+    colours = {"real data": REAL, "previous generation": LAST, "2 generations back": TWO_BACK,
+               "older generations": OLDER}
+    edges = np.r_[gens - 0.5, gens[-1] + 0.5]  # each generation fills [g - 0.5, g + 0.5]
     bottom = np.zeros(len(gens))
     for label, share in shares.items():
-        if len(gens) <= 30:
-            ax.bar(gens, share, bottom=bottom, color=colours.get(label), label=label, width=0.8)
-        else:
-            ax.fill_between(gens, bottom, bottom + share, color=colours.get(label), label=label, lw=0, step="mid")
-        bottom = bottom + share
+        top = bottom + share
+        ax.fill_between(edges, np.r_[bottom, bottom[-1]], np.r_[top, top[-1]], step="post",
+                        color=colours.get(label), label=label, lw=0)
+        bottom = top
     ax.set_ylim(0, 1)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    ax.set_xlim(gens[0] - 0.5, gens[-1] + 0.5)
+    ax.set_xlim(edges[0], edges[-1])
     ax.set_xlabel("generation")
     ax.set_ylabel("share of training set")
     ax.set_title("where each generation's training data came from (mean over replicates)", loc="left")
     fig.legend(*ax.get_legend_handles_labels(), loc="outside right center")
+    return fig
+
+
+DETECTOR_CURVES = {"detector_accuracy": ("accuracy", "#1f4e79"), "detector_precision": ("precision", "#2e7d32"),
+                   "detector_recall": ("recall", "#ef8a3c"),
+                   "detector_false_positive_rate": ("false-positive rate", "#c0392b")}
+
+
+def detector(values: dict[str, np.ndarray]) -> Figure:
+    """A filter's detector by generation: accuracy, precision, recall and false-positive rate (left), and
+    the synthetic share and effective size of the final training set (right); ``values`` name -> (G, R),
+    each a median over replicates with its 5-95% band. Generation 0 (no detector) is left out."""
+    fig = Figure(figsize=(9, 3.2), layout="constrained")
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    gens = np.arange(len(next(iter(values.values()))))
+    shown = gens >= 1 if len(gens) > 1 else gens >= 0
+    mark = "o" if shown.sum() <= 1 else None
+
+    def band(ax, v: np.ndarray, colour: str, label: str) -> None:
+        lo, med, hi = quantiles(v[shown])
+        ax.fill_between(gens[shown], lo, hi, color=colour, alpha=0.18, lw=0)
+        ax.plot(gens[shown], med, color=colour, lw=1.7, label=label, marker=mark, ms=3)
+
+    for name, (label, colour) in DETECTOR_CURVES.items():
+        if name in values:
+            band(left, values[name], colour, label)
+    left.set_ylim(-0.02, 1.02)
+    left.set_ylabel("rate")
+    left.set_title("detector on each generation's candidates", loc="left")
+    left.legend(loc="best", ncol=2)
+    twin = right
+    if "synthetic_passed" in values:
+        band(right, values["synthetic_passed"], MEDIAN, "synthetic share of the training set")
+        right.set_ylim(-0.02, 1.02)
+        right.set_ylabel("synthetic share")
+    if "train_kept" in values:
+        twin = right.twinx() if "synthetic_passed" in values else right
+        band(twin, values["train_kept"], OLDER, "effective training size")
+        twin.set_ylabel("examples (sum of weights)")
+        twin.set_ylim(bottom=0)
+        twin.grid(False)
+    handles = right.get_legend_handles_labels()[0] + (twin.get_legend_handles_labels()[0] if twin is not right else [])
+    right.legend(handles=handles, loc="lower left")
+    right.set_title("what passed into training", loc="left")
+    first, last = int(gens[shown][0]), int(gens[shown][-1])
+    for ax in (left, right):
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, integer=True, min_n_ticks=1))
+        ax.set_xlim(*((first - 0.5, last + 0.5) if first == last else (first, last)))
+        ax.set_xlabel("generation")
+    fig.suptitle("filter: the detector and what it let through (median over replicates, 5–95% band)", x=0.01,
+                 ha="left", fontsize=10, fontweight="bold")
     return fig

@@ -86,7 +86,10 @@ def metric_section(run: Run, page: Page) -> None:
         page.add(f"<p>No values recorded (yet) for: {esc(', '.join(empty))}.</p>")
     last = run.generations - 1
     found = run.theory[0]
+    drawn_elsewhere = set(detector_metrics(run))  # the provenance section draws a filter's detector
     for name, values in run.scalars.items():
+        if name in drawn_elsewhere:
+            continue
         description = _description(run, name)
         curve = found.get(name)
         fig = figures.metric_curve(values, name, description, curve, run.spec.report.replicates_shown)
@@ -107,32 +110,99 @@ def vector_section(run: Run, page: Page) -> None:
             f"{description}. Median over replicates with the 5–95% band, component by size rank."))
 
 
+#: The composition figure's sources: by how many generations before g the examples were drawn.
+SHARE_LABELS = ("real data", "previous generation", "2 generations back", "older generations")
+
+
 def provenance_shares(lines: list[dict]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per generation, the mean share of the training set that is real, drawn from the previous
-    generation's model, or from older ones (accumulating policies)."""
+    """Per generation, the share of the training set (mean counts over replicates) that is real, drawn
+    from the previous generation's model, from the one two generations back, or from older ones; only
+    the sources that occur. Shares are of the mean kept count (a filter's training sets differ in size)."""
     lines = sorted((ln for ln in lines if ln.get("size")), key=lambda ln: ln["generation"])
     gens = np.array([ln["generation"] for ln in lines], dtype=int)
-    shares = {"real data": [], "previous generation": [], "older generations": []}
+    shares: dict[str, list[float]] = {label: [] for label in SHARE_LABELS}
     for ln in lines:
         sources = ln.get("sources") or {"real": ln.get("real", 0), str(ln["generation"] - 1): ln.get("synthetic", 0)}
-        real = float(sources.get("real", 0))
-        last = float(sources.get(str(ln["generation"] - 1), 0))
-        total = float(ln["size"])
-        shares["real data"].append(real / total)
-        shares["previous generation"].append(last / total)
-        shares["older generations"].append(max(0.0, 1 - (real + last) / total))
+        total = float(sum(sources.values())) or float(ln["size"])
+        by_age = [0.0] * len(SHARE_LABELS)
+        for key, count in sources.items():
+            age = 0 if key == "real" else min(ln["generation"] - int(key), len(SHARE_LABELS) - 1)
+            by_age[age] += float(count) / total
+        for label, share in zip(SHARE_LABELS, by_age):
+            shares[label].append(share)
     return gens, {k: np.array(v) for k, v in shares.items() if np.any(np.array(v) > 1e-9)}
+
+
+def mean_sizes(lines: list[dict]) -> dict[int, float]:
+    """Each generation's mean training-set size over replicates (the sum of its mean counts by source)."""
+    return {ln["generation"]: float(sum((ln.get("sources") or {}).values()) or ln["size"])
+            for ln in lines if ln.get("size")}
+
+
+def detector_metrics(run: Run) -> dict[str, np.ndarray]:
+    """A filter's detector metrics (``FILTER_METRICS``) the run recorded, when any holds a value: drawn in the
+    provenance section, not as ordinary metric curves."""
+    from ..policies.filter import FILTER_METRICS
+
+    found = {name: run.scalars[name] for name in FILTER_METRICS if name in run.scalars}
+    return found if any(np.isfinite(v).any() for v in found.values()) else {}
+
+
+def _size_text(size: float) -> str:
+    return f"{size:.0f}" if float(size).is_integer() else f"{size:.4g} (mean over replicates)"
+
+
+def _web_share(policy: Any, generations: int, last: int) -> str:
+    """A web policy's (or a filter's web base's) synthetic share at generation 1 and at ``last``, in words."""
+    from ..policies.web import share_at
+
+    base = getattr(policy, "base", None)
+    web, whose = (policy, "web") if policy.kind == "web" else \
+        (base, "the filter's web base") if getattr(base, "kind", None) == "web" else (None, "")
+    if web is None or last < 1:
+        return ""
+    first, end = (share_at(web.synthetic_share, g, generations) for g in (1, last))
+    return f" Synthetic share set by {whose}: {first:.3g} at generation 1, {end:.3g} at generation {last}."
 
 
 def provenance_section(run: Run, page: Page) -> None:
     gens, shares = provenance_shares(run.provenance)
     if not len(gens):
         return
-    sizes = {ln["generation"]: ln["size"] for ln in run.provenance if ln.get("size")}
+    spec = run.spec
+    sizes = mean_sizes(run.provenance)
+    policy = POLICIES.get(spec.policy.kind).describe(spec.policy) if spec.policy.kind in POLICIES else spec.policy.kind
+    real = {int(g): float(s) for g, s in zip(gens, shares.get("real data", np.zeros(len(gens))))}
     page.add("<h2>Provenance of the training data</h2>")
-    page.figure("provenance", figures.provenance(gens, shares), esc(
-        f"Policy {run.spec.policy.kind}. Training-set size {sizes[gens[0]]} at generation {gens[0]}, "
-        f"{sizes[gens[-1]]} at generation {gens[-1]}."))
+    caption = (f"Policy {policy}. Training-set size {_size_text(sizes[gens[0]])} at generation {gens[0]}, "
+               f"{_size_text(sizes[gens[-1]])} at generation {gens[-1]}. Real share of the training set: "
+               f"{num(real[int(gens[0])])} at generation {gens[0]}, {num(real[int(gens[-1])])} at generation "
+               f"{gens[-1]}.{_web_share(spec.policy, spec.generations, int(gens[-1]))} "
+               "Per-example sources: modelcollapse lineage DIR --generation G [--index I].")
+    page.figure("provenance", figures.provenance(gens, shares), esc(caption))
+    found = detector_metrics(run)
+    if found:
+        page.figure("provenance_detector", figures.detector(found), esc(_detector_caption(run, found)))
+
+
+def _detector_caption(run: Run, found: dict[str, np.ndarray]) -> str:
+    base = getattr(run.spec.policy, "base", None)
+    detector = getattr(run.spec.policy, "detector", None)
+    action = getattr(run.spec.policy, "action", None)
+    about = (f"Filter: detector {getattr(detector, 'kind', '?')}, action {action or '?'}, base policy "
+             f"{getattr(base, 'kind', '?')}. ")
+    last = max(len(v) for v in found.values()) - 1
+    words = {"detector_accuracy": "accuracy", "detector_precision": "precision", "detector_recall": "recall",
+             "detector_false_positive_rate": "false-positive rate",
+             "synthetic_passed": "synthetic share of the final training set", "train_kept": "effective training size"}
+    medians = []
+    for name, label in words.items():
+        if name in found:
+            med = figures.quantiles(found[name][last : last + 1])[1, 0]
+            medians.append(f"{label} {num(med)}")
+    return (about + "Left: how the detector judged each generation's candidates; right: the synthetic share "
+            "and the effective size (sum of weights) of what it let into training. Median over replicates at "
+            f"generation {last}: " + ", ".join(medians) + ".")
 
 
 def stopped_section(run: Run, page: Page, limit: int = 50) -> None:

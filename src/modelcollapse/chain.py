@@ -52,17 +52,20 @@ class Generation:
     lineage: dict[str, np.ndarray] = field(default_factory=dict)  # per-example origins of the training set
 
 
-#: Per-example origins are stored for as many replicates as keep this many entries per generation
+#: Per-example sources are stored for as many replicates as keep this many entries per generation
 #: (at least one replicate): exact lineage for ordinary runs, bounded files for 20,000-replicate ones.
-LINEAGE_ENTRIES = 1 << 16
+LINEAGE_ENTRIES = 1 << 12
 
 
 def lineage_arrays(train: Batch) -> dict[str, np.ndarray]:
     """The training set's per-example sources, as provenance columns (0 real, j + 1 generation j's model),
-    and weights when a filter set them, for the first replicates; the smallest integer type that holds them."""
+    and weights when a filter set them, for the first replicates; the smallest integer type that holds them.
+    Nothing when every replicate's set has one source (``replace``): the provenance counts say it all."""
     R, n = train.origin.shape
     shown = max(1, min(R, LINEAGE_ENTRIES // max(n, 1)))
     source = train.origin[:shown] + 1
+    if train.weight is None and (source == source[:, :1]).all():
+        return {}
     out = {"lineage/source": source.astype(np.min_scalar_type(int(source.max(initial=0))))}
     if train.weight is not None:
         out["lineage/weight"] = train.weight[:shown].astype(np.float32)

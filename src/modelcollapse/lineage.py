@@ -161,7 +161,8 @@ def lineage(path: Path | str, generation: int, replicate: int | None = None,
     share, synthetic depth and depth profile, the ancestry along the largest synthetic source back
     to a generation fitted on real data only, and a filter's detector metrics. With ``index`` (of
     ``replicate``, default 0): the source, weight and synthetic depth (0 real, 1 + D(j) from generation
-    j's model) of that example of the training set, then the ancestry of its source generation. Raises :class:`LineageError` for a question out of range.
+    j's model) of that example of the training set, then the ancestry of its source generation.
+    Raises :class:`LineageError` for a question out of range.
     """
     run = RunLineage.open(path)
     if index is not None and replicate is None:

@@ -77,9 +77,11 @@ def estimate(spec: Any) -> Estimate:
     needs = set().union(*(m.needs for m in metrics))
     from .policies.base import uses_statistics
 
-    policy = POLICIES.get(spec.policy.kind).cls
-    accumulating = bool(policy.needs_history)
+    built = POLICIES.get(spec.policy.kind).build(spec.policy)  # an instance: the web's needs depend on its source
+    policy = type(built)
+    accumulating = bool(built.needs_history)
     pooled = accumulating and not uses_statistics(policy, family.cls)  # else running statistics, no pool
+    candidates = max(n, int(built.synthetic_size(n)))  # a filter crawling a web gathers more than it keeps
     hook = getattr(family.cls, "state_nbytes", None)
     state = hook(params, ex, n) if callable(hook) else None
     working = family.cls.fit_nbytes(params, ex, n) if callable(getattr(family.cls, "fit_nbytes", None)) else 0
@@ -90,7 +92,7 @@ def estimate(spec: Any) -> Estimate:
     workers = spec.workers if not getattr(family.cls, "batched", False) else 1
     pool = total * ex if pooled else n * ex
     mem = {
-        "training sets": R * (pool + 3 * n * ex),
+        "training sets": R * (pool * candidates // n + 3 * candidates * ex),
         "held-out data": R * spec.heldout_size * ex if "heldout" in needs else 0,
         "metric samples": R * 2 * spec.metric_samples * ex,
         "fitted models": R * state * (2 if "model0" in needs else 1) + min(workers, R) * working,
@@ -103,7 +105,9 @@ def estimate(spec: Any) -> Estimate:
         "parameters": R * state * kept,
         "metric values": R * (G + 1) * 8 * len(metrics) * 2 + R * (G + 1) * row,
         "provenance": R * (G + 1) * 8 * (min(G + 1, 64) if spec.policy.kind == "accumulate_subsample" else 2),
-        "accumulated synthetic sets": R * synthetic * ex if pooled else 0,
+        "accumulated synthetic sets": R * synthetic * ex * candidates // n if pooled else 0,
+        # per-example sources of the training sets (chain.LINEAGE_ENTRIES a generation at most), and a filter's weights
+        "lineage": G * min(R * candidates, 1 << 12) * (5 if built.uses_context else 2) if built.mixes_sources else 0,
     }
     out.disk = sum(disk.values())
     out.parts = {**{f"{k} (memory)": v for k, v in mem.items()}, **{f"{k} (disk)": v for k, v in disk.items()}}

@@ -63,6 +63,8 @@ class Policy:
     uses_context: ClassVar[bool] = False
     #: The real part is drawn new each generation, so a filter may gather more candidates than it keeps.
     crawlable: ClassVar[bool] = False
+    #: A training set may draw on several sources (what lineage files store); ``replace`` never does.
+    mixes_sources: ClassVar[bool] = True
 
     def synthetic_size(self, train_size: int) -> int:
         """How many examples to draw from generation g - 1's model for a training set of ``train_size``."""

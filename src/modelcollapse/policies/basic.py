@@ -19,6 +19,8 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 class Replace(Policy):
     """Train only on the previous generation's samples (the paper's main setting)."""
 
+    mixes_sources: ClassVar[bool] = False
+
     def build(self, *, real, synthetic, train_size, rngs, draw_real):
         return synthetic[-1]
 

@@ -145,11 +145,9 @@ class Chain:
         return self.model.sample(n, rng=rngs, **self.source.sample_kwargs(self.real, n))
 
     def context(self, g: int) -> PolicyContext:
-        ctx = PolicyContext(generation=g, generations=self.spec.generations, model=self.model, model0=self.model0,
-                            truth=self.truth, source=self.source, rngs=self.streams["detector"],
-                            data_type=self.family.data_type)
-        ctx.sample = lambda n: self.sample(n, self.streams["detector"])  # type: ignore[attr-defined]
-        return ctx
+        return PolicyContext(generation=g, generations=self.spec.generations, model=self.model, model0=self.model0,
+                             truth=self.truth, source=self.source, rngs=self.streams["detector"],
+                             data_type=self.family.data_type, sampler=lambda n: self.sample(n, self.streams["detector"]))
 
     def _add_statistics(self, X: np.ndarray) -> None:
         """Fold a synthetic set into the running statistics (shifted by the real set's, see GaussianModel)."""

@@ -267,15 +267,20 @@ def _example(run: RunLineage, g: int, replicate: int, index: int) -> dict[str, A
                 "note": "generation 0 is fitted on real data only"}
     arrays = run.store.read_tensors(run.store.generation_file(g), "lineage/")
     source, weight, note = arrays.get("lineage/source"), arrays.get("lineage/weight"), None
-    if source is None:
-        source, note = _derived_source(run, g)
-    if not replicate < source.shape[0]:
-        raise LineageError(f"replicate {replicate}: per-example lineage is stored for replicates "
-                           f"0-{source.shape[0] - 1} only (the first {source.shape[0]} of {run.replicates}); "
-                           "drop --index for its composition")
-    n = source.shape[1]
-    _check_index(index, n, g)
-    col = int(source[replicate, index])
+    if source is None or not replicate < source.shape[0]:
+        derived = _derived_source(run, g, replicate)
+        if derived is None and source is not None:
+            raise LineageError(f"replicate {replicate}: per-example lineage is stored for replicates "
+                               f"0-{source.shape[0] - 1} only (the first {source.shape[0]} of {run.replicates}); "
+                               "drop --index for its composition")
+        if derived is None:
+            raise LineageError(f"generation {g}'s file holds no per-example lineage (written by a version that "
+                               "did not record it); drop --index for the composition of its training set")
+        (row, note), weight = derived, None
+    else:
+        row = source[replicate]
+    _check_index(index, len(row), g)
+    col = int(row[index])
     w = None if weight is None else float(weight[replicate, index])
     out = {"index": index, "source": "real" if col == 0 else f"generation {col - 1}",
            "source_generation": None if col == 0 else col - 1, "weight": w, "dropped": w == 0.0}
@@ -284,17 +289,20 @@ def _example(run: RunLineage, g: int, replicate: int, index: int) -> dict[str, A
     return out
 
 
-def _derived_source(run: RunLineage, g: int) -> tuple[np.ndarray, str]:
-    """Per-example sources of an ``accumulate`` chain that kept running statistics (and so stored no
-    lineage): its training set is the real set, then the set drawn from each generation, in order."""
+def _derived_source(run: RunLineage, g: int, replicate: int) -> tuple[np.ndarray, str] | None:
+    """A replicate's per-example sources where the provenance counts determine them (a run stores no
+    lineage for these): a training set from one source (``replace``), or an ``accumulate`` chain that kept
+    running statistics, which trains on the real set, then the set drawn from each generation, in order."""
     counts = run.counts(g)
-    if run.policy != "accumulate" or counts.shape[0] != 1:
-        raise LineageError(f"generation {g}'s file holds no per-example lineage (written by a version that did "
-                           "not record it); drop --index for the composition of its training set")
-    row = counts[0].astype(np.int64)
-    source = np.broadcast_to(np.repeat(np.arange(len(row)), row), (run.replicates, int(row.sum())))
-    return source, ("derived: an accumulating chain trains on the real set followed by each generation's "
-                    "samples, in order, the same in every replicate")
+    row = (counts[0] if counts.shape[0] == 1 else counts[replicate]).astype(np.int64)
+    used = np.flatnonzero(row)
+    if len(used) == 1:
+        return np.full(int(row.sum()), used[0]), "every example of this training set has the same source"
+    if run.policy == "accumulate" and counts.shape[0] == 1:
+        return np.repeat(np.arange(len(row)), row), ("derived: an accumulating chain trains on the real set "
+                                                     "followed by each generation's samples, in order, the same "
+                                                     "in every replicate")
+    return None
 
 
 def _check_index(index: int, n: int, g: int) -> None:

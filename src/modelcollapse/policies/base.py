@@ -38,7 +38,14 @@ class PolicyContext:
     source: Any  # the data kind's Source (draws real examples with labels)
     rngs: list[np.random.Generator]  # the "detector" stream of each replicate
     data_type: str
+    #: ``n`` samples per replicate of generation g - 1's model, from the detector stream (with prompts for text)
+    sampler: Callable[[int], np.ndarray] | None = None
     records: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def sample(self, n: int) -> np.ndarray:
+        if self.sampler is None:
+            raise RuntimeError("this PolicyContext was made without a sampler")
+        return self.sampler(n)
 
     def record(self, name: str, values: Any) -> None:
         self.records[name] = np.asarray(values, dtype=float)

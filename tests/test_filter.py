@@ -295,3 +295,27 @@ def test_families_that_store_examples_resume_after_a_ragged_drop(preset, sets, t
     run(load_spec(preset, [*common, "generations=2"]), tmp_path / "b", progress=False)
     resumed = run(load_spec(preset, [*common, "generations=4"]), tmp_path / "b", resume=True, progress=False)
     assert whole.read_jsonl("metrics.jsonl") == resumed.read_jsonl("metrics.jsonl")
+
+
+def test_a_detector_registered_from_python_is_used_by_a_filter():
+    from dataclasses import dataclass
+
+    import modelcollapse as mc
+
+    @mc.register_detector("above")
+    @dataclass(frozen=True)
+    class Above(mc.Detector):
+        """Flags every example above ``level`` (a stand-in for a user's own classifier)."""
+
+        level: float = 0.0
+
+        def flag(self, candidates, context):
+            return candidates.X[..., 0] > self.level
+
+    gens = chain(spec({"kind": "filter", "base": {"kind": "fresh", "real_fraction": 1.0},
+                       "detector": {"kind": "above", "level": 0.5}}))
+    # All candidates are real: what was flagged is exactly the real data above 0.5 (false positives), a
+    # share P(Z > 0.5) = 0.309 of 400 draws (standard error 0.023): 0.08 is 3.5 of them.
+    assert np.mean(gens[1].metrics["detector_false_positive_rate"]) == pytest.approx(0.31, abs=0.08)
+    with pytest.raises(ValueError, match="level"):
+        spec({"kind": "filter", "detector": {"kind": "above", "level": "high"}})

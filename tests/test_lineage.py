@@ -142,9 +142,9 @@ def test_synthetic_depth_by_hand():
     profile = synthetic_depth(half)[1]
     assert profile[2, 0, :3] == pytest.approx([0.5, 0.25, 0.25]) and profile.sum(axis=2) == pytest.approx(1)
     # Per replicate, and a replicate whose filter kept nothing keeps its previous model's depth.
-    two = [np.array([[10], [10]]), np.array([[0, 10], [10, 0]]), np.array([[0, 0, 0], [0, 4, 4]])]
+    two = [np.array([[10], [10]]), np.array([[0, 10], [5, 5]]), np.array([[0, 0, 0], [0, 4, 4]])]
     depth = synthetic_depth(two)[0]
-    assert depth[1] == pytest.approx([1, 0]) and depth[2] == pytest.approx([1, 1.5])
+    assert depth[1] == pytest.approx([1, 0.5]) and depth[2] == pytest.approx([1, 0.5 * 1 + 0.5 * 1.5])
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -22,11 +22,12 @@ from .metrics import register as register_metric
 from .models import BaseModel, register_model
 from .models.sklearn_adapter import register_estimator
 from .params import FROM_DATA
+from .detectors import Detector, register_detector
 from .policies import Policy, register_policy
 
 __version__ = "0.1.0"
-__all__ = ["FROM_DATA", "BaseModel", "DataSpec", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
-           "load_results", "load_spec", "register_data", "register_estimator", "register_metric", "register_model",
+__all__ = ["FROM_DATA", "BaseModel", "DataSpec", "Detector", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
+           "load_results", "load_spec", "register_data", "register_detector", "register_estimator", "register_metric", "register_model",
            "register_policy", "run", "sweep"]
 
 

@@ -44,9 +44,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def sources(path: Path, g: int) -> tuple[np.ndarray, np.ndarray | None]:
+def sources(path: Path, g: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Generation g's stored per-example sources (provenance columns) and weights; None when not stored."""
     arrays = RunStore.open(path, writable=False).read_tensors(RunStore.generation_file(g), "lineage/")
-    return arrays["lineage/source"].astype(int), arrays.get("lineage/weight")
+    return (arrays["lineage/source"].astype(int), arrays.get("lineage/weight")) if arrays else None
 
 
 # -- per-example lookups --------------------------------------------------------------------------
@@ -56,8 +57,9 @@ def test_replace_every_example_comes_from_the_previous_generation(runs):
             ex = lineage(runs["replace"], g, replicate=3, index=i)["example"]
             assert ex["source_generation"] == g - 1 and ex["source"] == f"generation {g - 1}"
             assert not ex["dropped"] and ex["depth"] == pytest.approx(g)
-        src, weight = sources(runs["replace"], g)
-        assert (src == g).all() and weight is None  # provenance column g: generation g - 1's model
+        # A set from one source stores no per-example lineage: the provenance counts say it all.
+        assert sources(runs["replace"], g) is None
+        assert (RunStore.open(runs["replace"], writable=False).provenance(g)[:, g] == 50).all()
 
 
 def test_mix_is_exactly_30_percent_real_and_the_rest_from_the_previous_generation(runs):
@@ -121,9 +123,9 @@ def test_replicates_beyond_the_stored_lineage_are_named(tmp_path, monkeypatch):
 def test_accumulate_with_running_statistics_derives_its_order(runs):
     """An accumulating Gaussian chain keeps statistics, not the pool: its lineage is the real set, then each
     generation's samples in order (the same in every replicate)."""
-    for i, expected in ((0, None), (99, None), (100, 0), (G * 100 + 99, G - 1)):
+    for i, expected in ((0, None), (49, None), (50, 0), (99, 0), (100, 1), (G * 50 + 49, G - 1)):
         ex = lineage(runs["accumulate"], G, replicate=3, index=i)["example"]
-        assert ex["source_generation"] == expected and "derived" in ex["note"]
+        assert ex["source_generation"] == expected and "real set first" in ex["note"]
 
 
 # -- the synthetic depth ------------------------------------------------------------------------
@@ -169,6 +171,16 @@ def test_ancestry_follows_the_largest_source_back_to_real_data(runs):
     assert "next" not in steps[-1] and steps[-1]["real_share"] == 1.0
     assert [s["generation"] for s in lineage(runs["fresh"], G)["ancestry"]] == [G]  # fed real data only
     assert [s["generation"] for s in lineage(runs["mix"], 3)["ancestry"]] == [3, 2, 1, 0]
+
+
+def test_a_filter_that_keeps_nothing_keeps_the_previous_model(tmp_path):
+    """A perfect detector on replace drops every example: each replicate keeps generation 0's model, which is
+    fitted on real data (depth 0)."""
+    path = make(tmp_path, "none", "policy={kind: filter, base: {kind: replace}}", replicates=2)
+    result = lineage(path, 2)
+    assert result["size"] == 0 and result["real_share"] is None and result["synthetic_depth"] == 0
+    assert [(s["generation"], s.get("empty", False)) for s in result["ancestry"]] == [(2, True), (1, True), (0, False)]
+    assert lineage(path, 2, replicate=1, index=0)["example"]["dropped"]
 
 
 def test_filter_detector_metrics_are_given(runs):
@@ -271,7 +283,8 @@ def test_report_of_a_filter_run_draws_the_detector_in_the_provenance_section(run
     assert "metric_detector_accuracy" not in text and 'alt="provenance_detector"' in text
     provenance = text[text.index("<h2>Provenance of the training data</h2>"):]
     assert "Median over replicates at generation 5: accuracy" in provenance
-    assert "Synthetic share set by the filter" in provenance
+    assert ("Synthetic share set by the base policy (of the candidates, before filtering): 0.8 at generation 1, "
+            "0.8 at generation 5") in provenance
 
 
 @pytest.mark.parametrize("name", ["replace", "accumulate", "web"])
@@ -293,6 +306,7 @@ def test_report_provenance_without_a_detector(runs, tmp_path, name):
         assert shares["older generations"][G] == pytest.approx((G - 2) / (G + 1))
         assert shares["2 generations back"][G] == pytest.approx(1 / (G + 1))
     if name == "web":
-        assert "Synthetic share set by web: 0.6 at generation 1, 0.6 at generation 5" in text
+        assert "Synthetic share set by the policy: 0.6 at generation 1, 0.6 at generation 5" in text
+        assert "Synthetic share of the training set (mean over replicates): 0.6 at generation 1" in text
         assert shares["real data"][1:] == pytest.approx(np.full(G, 0.4))
     assert not math.isnan(shares["real data"][0])

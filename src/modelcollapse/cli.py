@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     lin = sub.add_parser("lineage", help="where a generation's training data came from: its sources, how many "
                                          "models stand between it and real data, one example's origin (reads only)")
     lin.add_argument("run_dir", type=Path)
-    lin.add_argument("--generation", "-g", type=int, required=True, metavar="G")
+    lin.add_argument("--generation", "-g", type=int, required=True, metavar="G",
+                     help="the generation whose training set to trace")
     lin.add_argument("--replicate", "-r", type=int, metavar="R", help="one replicate's counts (default: the mean "
                                                                       "over replicates; with --index: 0)")
     lin.add_argument("--index", "-i", type=int, metavar="I", help="one example of the training set: its source, "

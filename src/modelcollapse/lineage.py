@@ -1,8 +1,11 @@
 """Where a generation's training data came from: its sources, and how far it is from real data.
 
 ``modelcollapse lineage DIR --generation G`` reads what the run stored (the sparse provenance
-counts and, for g >= 1, the per-example ``lineage/source`` of every generation file) and never
-writes: it works on a run that is still going or was interrupted.
+counts of every generation file and, where a training set mixes sources, its per-example
+``lineage/source`` and a filter's ``lineage/weight``, for the first replicates) and never writes:
+it works on a run that is still going or was interrupted. Where no per-example lineage is stored
+the counts determine it: a set from one source (``replace``), or an additive policy's chain fitted
+from running statistics (``accumulate``), numbered real set first, then each generation's samples.
 
 **Synthetic depth.** Every model of a chain descends from real data (generation 0 is fitted on
 it), so "the share that traces back to people" is 1 for every generation and says nothing.
@@ -20,13 +23,15 @@ real data. Closed forms: ``replace`` gives ``D(G) = G``; ``mix`` or ``fresh`` wi
 p gives ``D(G) = (1 - p) / p * (1 - (1 - p)^G)`` (so 1 - 2^-G at p = 0.5, bounded by
 (1 - p) / p), p = 1 gives 0; ``accumulate`` with equal set sizes gives ``D(G) = H_{G+1} - 1``
 (H the harmonic numbers: logarithmic growth). A replicate whose filter kept no example at
-generation G keeps its previous model, so ``D(G) = D(G - 1)`` there.
+generation G keeps its previous model, so ``D(G) = D(G - 1)`` there. (One left with fewer examples
+than its family's minimum keeps it too; the stored counts do not say so, and such a generation is
+counted as fitted on what it kept.)
 
 The *depth profile* splits the same recursion by depth: ``P_G(0) = r_G`` and
 ``P_G(k) = sum_j s_G(j) P_j(k - 1)``: the share of what generation G learned that is k models
 removed from real data (depths of ``DEPTH_BINS`` or more are pooled in the last bin). Without a
-replicate, every number is the mean over replicates of each replicate's own (each replicate is
-its own chain); compositions are mean counts.
+replicate, the depth and its profile are the mean over replicates of each replicate's own (each
+replicate is its own chain); the composition and the real share are those of the mean counts.
 """
 
 from __future__ import annotations
@@ -42,8 +47,9 @@ from .store import RunDirError, RunStore
 
 #: Depths 0 .. DEPTH_BINS - 1 get a bin each in the depth profile; deeper examples share the last one.
 DEPTH_BINS = 6
-#: Text output shows at most this many steps of an ancestry (JSON shows every step).
-SHOWN_STEPS = 12
+#: Text output shows at most this many steps of an ancestry, and this many sources of a training set
+#: (the largest; JSON gives everything).
+SHOWN_STEPS, SHOWN_SOURCES = 12, 16
 
 
 class LineageError(RunDirError):
@@ -90,7 +96,7 @@ class RunLineage:
     generations: list[int]
     replicates: int
     policy: str
-    _counts: dict[int, np.ndarray] = field(default_factory=dict)
+    _sparse: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path | str) -> "RunLineage":
@@ -108,29 +114,53 @@ class RunLineage:
     def last(self) -> int:
         return self.generations[-1]
 
-    def counts(self, g: int) -> np.ndarray:
-        """Generation g's (R, g + 1) counts, or (1, g + 1) when every replicate shares them."""
-        if g not in self._counts:
-            from .store import dense_provenance
-
+    def sparse(self, g: int) -> tuple[np.ndarray, np.ndarray]:
+        """Generation g's provenance as stored: source columns (k,) and counts (R or 1, k)."""
+        if g not in self._sparse:
             arrays = self.store.read_tensors(self.store.generation_file(g), "provenance")
-            if not arrays:
+            if "provenance" in arrays:  # a generation file of version 0.1: dense counts
+                dense = np.asarray(arrays["provenance"])
+                self._sparse[g] = (np.arange(dense.shape[1]), dense)
+            elif "provenance/sources" in arrays:
+                self._sparse[g] = (arrays["provenance/sources"].astype(np.int64), arrays["provenance/counts"])
+            else:
                 raise LineageError(f"generation {g}'s file holds no provenance counts")
-            self._counts[g] = dense_provenance(arrays, g)
-        return self._counts[g]
+        return self._sparse[g]
+
+    def counts(self, g: int, rows: slice = slice(None)) -> np.ndarray:
+        """Generation g's counts (rows of replicates, g + 1) as float, or (1, g + 1) when every replicate
+        shares them: column 0 real, column j + 1 generation j's model."""
+        sources, stored = self.sparse(g)
+        stored = stored if stored.shape[0] == 1 else stored[rows]
+        out = np.zeros((stored.shape[0], g + 1))
+        out[:, sources] = stored
+        return out
 
     def composition(self, g: int, replicate: int | None) -> np.ndarray:
         """(g + 1,) counts of generation g's training set: replicate ``replicate``'s, or the mean over replicates."""
-        c = self.counts(g)
-        if c.shape[0] == 1:
-            return c[0].astype(float)
-        return c[replicate].astype(float) if replicate is not None else c.mean(axis=0)
+        if replicate is not None:
+            return self.counts(g, slice(replicate, replicate + 1))[0]
+        return self.counts(g).mean(axis=0)
 
-    def depth(self, g: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per-replicate synthetic depth (R,) and depth profile (R, bins) of generation g."""
-        depth, profile = synthetic_depth([self.counts(k) for k in range(g + 1)])
-        return (np.broadcast_to(depth[g], (self.replicates,)),
-                np.broadcast_to(profile[g], (self.replicates, profile.shape[2])))
+    def shared(self, g: int) -> bool:
+        """Whether every replicate's generation g trained on the same counts (one stored row)."""
+        return self.sparse(g)[1].shape[0] == 1
+
+    def depth(self, g: int, replicate: int | None, chunk: int = 256) -> tuple[float, np.ndarray]:
+        """Synthetic depth and depth profile (bins,) of generation g: replicate ``replicate``'s, or the mean
+        of every replicate's (computed ``chunk`` replicates at a time: memory stays O(g * chunk))."""
+        spans = [slice(replicate, replicate + 1)] if replicate is not None else \
+            [slice(lo, lo + chunk) for lo in range(0, self.replicates, chunk)]
+        total_depth, total_profile, n = 0.0, np.zeros(DEPTH_BINS), 0
+        for rows in spans:
+            depth, profile = synthetic_depth([self.counts(k, rows) for k in range(g + 1)])
+            width = len(range(self.replicates)[rows])
+            total_depth += float(np.broadcast_to(depth[g], (width,)).sum())
+            total_profile += np.broadcast_to(profile[g], (width, DEPTH_BINS)).sum(axis=0)
+            n += width
+            if depth.shape[1] == 1 and replicate is None:  # every replicate the same: one pass says it all
+                return float(depth[g, 0]), profile[g, 0]
+        return total_depth / n, total_profile / n
 
     def check(self, generation: int, replicate: int | None) -> None:
         if generation not in self.generations:
@@ -170,14 +200,14 @@ def lineage(path: Path | str, generation: int, replicate: int | None = None,
     run.check(generation, replicate)
     out: dict[str, Any] = {"run": str(run.store.path), "policy": run.policy, "generation": generation,
                            "replicate": replicate, "replicates": run.replicates,
-                           "averaged": replicate is None and run.counts(generation).shape[0] > 1}
+                           "averaged": replicate is None and not run.shared(generation)}
     if index is not None:
         out["example"] = _example(run, generation, replicate, index)
         source = out["example"]["source_generation"]
         if source is None:
             out["example"]["depth"] = 0.0
             return out
-        out["example"]["depth"] = 1.0 + float(run.depth(source)[0][replicate])
+        out["example"]["depth"] = 1.0 + run.depth(source, replicate)[0]
         start = source
     else:
         out.update(_summary(run, generation, replicate))
@@ -202,11 +232,7 @@ def _parts(counts: np.ndarray) -> list[dict[str, Any]]:
 
 
 def _depth_summary(run: RunLineage, g: int, replicate: int | None) -> dict[str, Any]:
-    depth, profile = run.depth(g)
-    if replicate is not None:
-        d, p = float(depth[replicate]), profile[replicate]
-    else:
-        d, p = float(depth.mean()), profile.mean(axis=0)
+    d, p = run.depth(g, replicate)
     return {"synthetic_depth": d, "depth_profile": [float(v) for v in p]}
 
 
@@ -291,18 +317,25 @@ def _example(run: RunLineage, g: int, replicate: int, index: int) -> dict[str, A
 
 def _derived_source(run: RunLineage, g: int, replicate: int) -> tuple[np.ndarray, str] | None:
     """A replicate's per-example sources where the provenance counts determine them (a run stores no
-    lineage for these): a training set from one source (``replace``), or an ``accumulate`` chain that kept
-    running statistics, which trains on the real set, then the set drawn from each generation, in order."""
-    counts = run.counts(g)
-    row = (counts[0] if counts.shape[0] == 1 else counts[replicate]).astype(np.int64)
+    lineage for these): a training set from one source (``replace``), or an additive policy's chain that
+    kept running statistics (``accumulate``): the real set, then the set drawn from each generation."""
+    row = run.composition(g, replicate).astype(np.int64)
     used = np.flatnonzero(row)
     if len(used) == 1:
         return np.full(int(row.sum()), used[0]), "every example of this training set has the same source"
-    if run.policy == "accumulate" and counts.shape[0] == 1:
-        return np.repeat(np.arange(len(row)), row), ("derived: an accumulating chain trains on the real set "
-                                                     "followed by each generation's samples, in order, the same "
-                                                     "in every replicate")
+    if run.shared(g) and _additive(run.policy):
+        return np.repeat(np.arange(len(row)), row), (
+            "this chain fitted running statistics of the real set and every synthetic set, storing no order: "
+            "examples are numbered real set first, then each generation's samples in turn, the same in every "
+            "replicate")
     return None
+
+
+def _additive(kind: str) -> bool:
+    """Whether policy ``kind`` trains on the real set and every synthetic set so far (``Policy.additive``)."""
+    from .policies import POLICIES
+
+    return kind in POLICIES and bool(getattr(POLICIES.get(kind).cls, "additive", False))
 
 
 def _check_index(index: int, n: int, g: int) -> None:
@@ -324,8 +357,23 @@ def _source_name(part: dict[str, Any]) -> str:
     return "real data" if part["generation"] is None else f"generation {part['generation']}'s model"
 
 
-def _inline(parts: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{_source_name(p)} {_pct(p['share'])}" for p in parts) or "nothing"
+def _largest(parts: list[dict[str, Any]], keep: int) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """At most ``keep`` sources: real data and the largest synthetic ones, in generation order; and the rest,
+    pooled (None when nothing is left out)."""
+    if len(parts) <= keep:
+        return parts, None
+    real = [p for p in parts if p["generation"] is None]
+    synthetic = [p for p in parts if p["generation"] is not None]
+    top = sorted(sorted(synthetic, key=lambda p: -p["count"])[: keep - 1 - len(real)], key=lambda p: p["generation"])
+    rest = [p for p in synthetic if p not in top]
+    pooled = {"others": len(rest), "count": sum(p["count"] for p in rest), "share": sum(p["share"] for p in rest)}
+    return [*real, *top], pooled
+
+
+def _inline(parts: list[dict[str, Any]], keep: int = 6) -> str:
+    shown, rest = _largest(parts, keep)
+    text = ", ".join(f"{_source_name(p)} {_pct(p['share'])}" for p in shown) or "nothing"
+    return text + (f", {rest['others']} other generations' models {_pct(rest['share'])}" if rest else "")
 
 
 def _profile(profile: list[float]) -> str:
@@ -354,8 +402,8 @@ def describe(result: dict[str, Any]) -> str:
         if ex.get("note") and ex["source_generation"] is not None:
             lines.append(f"  ({ex['note']})")
         if ex["source_generation"] is not None:
-            lines.append(f"  synthetic depth {ex['depth']:.3g}: one model, plus the {ex['depth'] - 1:.3g} model "
-                         f"generations on average between generation {ex['source_generation']}'s data and real data")
+            lines.append(f"  synthetic depth {ex['depth']:.4g}: 1 + the synthetic depth of generation "
+                         f"{ex['source_generation']}'s training set ({ex['depth'] - 1:.4g})")
         if "ancestry" in result:
             first = result["ancestry"][0]
             lines.append(f"generation {first['generation']}'s model was trained on: {_inline(first['composition'])}")
@@ -365,13 +413,17 @@ def describe(result: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines.append(f"generation {g} of {result['run']} (policy {result['policy']}; {who}): "
                  f"{_count(result['size'])} training examples")
-    width = max(len(_source_name(p)) for p in result["composition"]) if result["composition"] else 0
-    for p in result["composition"]:
-        lines.append(f"  {_source_name(p):<{width}}  {_count(p['count']):>8}  {_pct(p['share']):>6}")
+    shown, rest = _largest(result["composition"], SHOWN_SOURCES)
+    rows = [(_source_name(p), p) for p in shown] + ([(f"{rest['others']} other generations' models", rest)]
+                                                    if rest else [])
+    width = max((len(name) for name, _ in rows), default=0)
+    for name, p in rows:
+        lines.append(f"  {name:<{width}}  {_count(p['count']):>8}  {_pct(p['share']):>6}")
     lines.append(f"real share: {_pct(result['real_share'])} of the training set is real data")
-    lines.append(f"synthetic depth: {result['synthetic_depth']:.3g} (mean number of model generations between "
+    lines.append(f"synthetic depth: {result['synthetic_depth']:.4g} (mean number of model generations between "
                  "this training set and real data; 0 = all real)")
-    lines.append(f"  by depth: {_profile(result['depth_profile'])}")
+    lines.append(f"  by depth{' (mean of each replicate’s)' if result['averaged'] else ''}: "
+                 f"{_profile(result['depth_profile'])}")
     lines.append("ancestry (along the largest synthetic source):")
     lines += _ancestry_lines(result["ancestry"], skip_first=False)
     d = result.get("detector") or {}
@@ -391,9 +443,12 @@ def _ancestry_lines(steps: list[dict[str, Any]], *, skip_first: bool) -> list[st
     out = []
     if not skip_first and "next" not in steps[0]:
         out.append(f"  generation {steps[0]['generation']} was trained on real data only")
+    elif not skip_first and steps[0].get("empty"):
+        g = steps[0]["generation"]
+        out.append(f"  generation {g}: the filter kept no example, so it kept generation {g - 1}'s model")
     for parent, step in zip(steps, steps[1:]):
         g = step["generation"]
-        via = (f"kept by generation {parent['generation']}: its filter kept no example" if parent.get("empty") else
+        via = (f"whose model generation {parent['generation']} kept" if parent.get("empty") else
                f"{_pct(parent.get('next_share'))} of generation {parent['generation']}'s data")
         if step.get("empty"):
             out.append(f"  generation {g} ({via}): the filter kept no example, so it kept generation {g - 1}'s model")

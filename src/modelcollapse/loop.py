@@ -151,7 +151,7 @@ def provenance_line(g: int, counts: np.ndarray) -> dict:
     mean_counts = counts[0].astype(float) if counts.strides[0] == 0 else counts.mean(axis=0)  # a broadcast row
     return {
         "generation": g,
-        "size": int(counts[0].sum()),
+        "size": int(round(float(counts.sum(axis=1).mean()))),  # a filter leaves replicates different sizes
         "real": float(mean_counts[0]),
         "synthetic": float(mean_counts[1:].sum()),
         "sources": {("real" if j == 0 else str(j - 1)): float(c) for j, c in enumerate(mean_counts) if c > 0},

@@ -121,7 +121,9 @@ class Filter(Policy):
         base = self.base if isinstance(self.base, dict) else self.base.model_dump()
         detector = self.detector if isinstance(self.detector, dict) else self.detector.model_dump()
         action = f"downweight to {self.weight:g}" if self.action == "downweight" else self.action
-        return f"filter: {_short(detector)} on {_short(base)}, {action}"
+        built = self._base
+        on = built.describe() if callable(getattr(built, "describe", None)) else _short(base)
+        return f"filter: {_short(detector)} on {on}, {action}"
 
     # -- the training set --------------------------------------------------------------------
     def build(self, *, real, synthetic, train_size, rngs, draw_real, context):

@@ -119,6 +119,18 @@ class Web(Policy):
                              f"(generations 1-{len(self.synthetic_share)}) but the run has generations 1-"
                              f"{spec.generations}: no share for generation {len(self.synthetic_share) + 1}")
 
+    def describe(self) -> str:
+        """``web (synthetic share linear 0.1 → 0.9, source all)`` for reports."""
+        s = _schedule(self.synthetic_share)
+        if s is None:
+            share = (f"{self.synthetic_share:g}" if isinstance(self.synthetic_share, (int, float))
+                     else f"list {self.synthetic_share[0]:g} … {self.synthetic_share[-1]:g}")
+        elif s.schedule == "constant":
+            share = f"{s.start:g}"
+        else:
+            share = f"{s.schedule} {s.start:g} → {s.end:g}" + (f" over {s.span} generations" if s.span else "")
+        return f"web (synthetic share {share}, source {self.source})"
+
     def check_resume(self, generations: int, stored: int) -> str | None:
         s = _schedule(self.synthetic_share)
         if generations != stored and s is not None and s.depends_on_run_length():

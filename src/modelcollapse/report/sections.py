@@ -152,17 +152,19 @@ def _size_text(size: float) -> str:
     return f"{size:.0f}" if float(size).is_integer() else f"{size:.4g} (mean over replicates)"
 
 
-def _web_share(policy: Any, generations: int, last: int) -> str:
-    """A web policy's (or a filter's web base's) synthetic share at generation 1 and at ``last``, in words."""
-    from ..policies.web import share_at
+def _share_setting(policy: Any, generations: int, last: int) -> str:
+    """The synthetic share a policy (or a filter's base) sets with a ``synthetic_share`` setting (a constant,
+    a list or a schedule), at generation 1 and at ``last``, in words; "" for a policy without one."""
+    owners = ((policy, "the policy"),
+              (getattr(policy, "base", None), "the base policy (of the candidates, before filtering)"))
+    for spec, whose in owners:
+        share = getattr(spec, "synthetic_share", None)
+        if share is not None and last >= 1:
+            from ..policies.web import share_at  # the reader of that setting, wherever it is used
 
-    base = getattr(policy, "base", None)
-    web, whose = (policy, "web") if policy.kind == "web" else \
-        (base, "the filter's web base") if getattr(base, "kind", None) == "web" else (None, "")
-    if web is None or last < 1:
-        return ""
-    first, end = (share_at(web.synthetic_share, g, generations) for g in (1, last))
-    return f" Synthetic share set by {whose}: {first:.3g} at generation 1, {end:.3g} at generation {last}."
+            first, end = (share_at(share, g, generations) for g in (1, last))
+            return f" Synthetic share set by {whose}: {first:.3g} at generation 1, {end:.3g} at generation {last}."
+    return ""
 
 
 def provenance_section(run: Run, page: Page) -> None:
@@ -174,10 +176,12 @@ def provenance_section(run: Run, page: Page) -> None:
     policy = POLICIES.get(spec.policy.kind).describe(spec.policy) if spec.policy.kind in POLICIES else spec.policy.kind
     real = {int(g): float(s) for g, s in zip(gens, shares.get("real data", np.zeros(len(gens))))}
     page.add("<h2>Provenance of the training data</h2>")
+    first = int(gens[1]) if len(gens) > 1 else int(gens[0])  # the first generation with synthetic data
+    last = int(gens[-1])
     caption = (f"Policy {policy}. Training-set size {_size_text(sizes[gens[0]])} at generation {gens[0]}, "
-               f"{_size_text(sizes[gens[-1]])} at generation {gens[-1]}. Real share of the training set: "
-               f"{num(real[int(gens[0])])} at generation {gens[0]}, {num(real[int(gens[-1])])} at generation "
-               f"{gens[-1]}.{_web_share(spec.policy, spec.generations, int(gens[-1]))} "
+               f"{_size_text(sizes[last])} at generation {last}. Synthetic share of the training set (mean over "
+               f"replicates): {num(1 - real[first])} at generation {first}, {num(1 - real[last])} at generation "
+               f"{last}.{_share_setting(spec.policy, spec.generations, last)} "
                "Per-example sources: modelcollapse lineage DIR --generation G [--index I].")
     page.figure("provenance", figures.provenance(gens, shares), esc(caption))
     found = detector_metrics(run)

@@ -10,6 +10,11 @@ header and its table of cells. The page is self-contained (figures embedded as P
 the model with one source of error: the first metric the aggregate has for every source is read as a
 distance from the original (larger: further). A label ``all`` is the model with every source at once.
 Where the variants are crossed with a grid, each source is read at the first setting's grid values.
+
+``report: {heatmap: false}`` leaves the heat map out. ``report: {mitigations: ...}`` adds the mitigations
+section (:mod:`.mitigations`): how much real data or detector quality keeps each family's metric near
+generation 0, in figures and one sentence per family, which also heads the page and is written to
+``tables/mitigations.json``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from matplotlib.lines import Line2D
 
 from ..store import atomic_write
 from ..study.index import STATUSES, StudyDir
-from . import figures
+from . import figures, mitigations
 from .page import CSS, Page, _remove_stale, duration, esc, num, table
 
 STATUS_CLASSES = ("completed", "running", "interrupted", "failed")  # the run report's colours; others grey
@@ -365,6 +370,19 @@ def cells_section(path: Path, index: dict, page: Page) -> None:
     page.add("<h2>Cells</h2>" + table(rows, ("cell", "setting", "seed", "status", "time", "error")))
 
 
+def _mitigations(path: Path, index: dict, definition: dict) -> dict | None:
+    """The mitigations section's numbers (None without ``report.mitigations``), also written to
+    ``tables/mitigations.json``; a failure becomes a note on the page, not a missing report."""
+    try:
+        answer = mitigations.analyse(path, index, definition)
+    except Exception as exc:  # noqa: BLE001 - the rest of the report still stands
+        return {"notes": [f"the mitigations section failed: {type(exc).__name__}: {exc}"], "families": {},
+                "config": None}
+    if answer is not None and answer.get("families"):
+        mitigations.write_json(path, answer)
+    return answer
+
+
 def write_study_report(path: str | Path) -> Path:
     """Write ``figures/*.png`` and a self-contained ``report.html`` into a study directory; return the HTML path."""
     path = Path(path)
@@ -378,16 +396,21 @@ def write_study_report(path: str | Path) -> Path:
     settings = _settings(index)
     agg, problem = _read_aggregate(path)
     page = Page(path / "figures", lambda msg: None)
+    answer = _mitigations(path, index, definition) if agg is not None else None
     with figures.style():
         header(index, definition, settings, page)
+        mitigations.lead(answer, page)
         if agg is None:
             page.add(f"<p>{esc(problem)}</p>")
         else:
             metrics = list(dict.fromkeys(agg["metric"]))
             curves_section(agg, settings, metrics, page)
             report = definition.get("report")
-            heatmap_section(agg, settings, metrics, report.get("heatmap") if isinstance(report, dict) else None, page)
+            heatmap = report.get("heatmap") if isinstance(report, dict) else None
+            if heatmap is not False:
+                heatmap_section(agg, settings, metrics, heatmap, page)
             errors_section(agg, settings, definition.get("errors"), page)
+            mitigations.section(answer, page)
         cells_section(path, index, page)
     _remove_stale(page)
     doc = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

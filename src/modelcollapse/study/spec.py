@@ -12,6 +12,9 @@ A study file (YAML) or a preset that is a study::
     zip:                                # keys varied together: the i-th values form one setting
       data.means: [[[0.0]], [[1.0]]]
       model.n_components: [1, 2]
+    # a grid or zip key's values may also be a mapping of label: value; the label names the value in the
+    # cells' names, study.json and the tables (policy=fresh-0.1, not the whole section written out):
+    #   grid: {policy: {replace: {kind: replace}, fresh-0.1: {kind: fresh, real_fraction: 0.1}}}
     cells:                              # named variants a grid cannot express: each crossed with the grid
       one-gaussian: {model.n_components: 1}
       paper: {}
@@ -22,7 +25,9 @@ A study file (YAML) or a preset that is a study::
 Cells are (named cell) x grid x zip x seeds, in that order. A cell's spec is the base, then ``set``,
 then its named cell's keys, then its grid and zip values, then ``override``. A *setting* is a cell without its
 seed: results are aggregated over the replicates and seeds of a setting. Every cell is resolved
-and validated before anything runs; a problem names the cell, the key and the value.
+and validated before anything runs; a problem names the cell, the key and the value. Two settings whose
+readable names would be the same (long values are cut to 24 characters) are refused: label the values.
+``report.mitigations`` is checked against the cells too (see :mod:`modelcollapse.report.mitigations`).
 """
 
 from __future__ import annotations
@@ -230,12 +235,15 @@ def _axes(definition: dict) -> tuple[list[tuple[dict, str | None]], list[dict[st
     grid = _mapping(definition, "grid")
     if "grid" in definition and not grid:
         raise SpecError(["study: grid: empty (give at least one key with its values)"])
+    grid = {key: _labelled("grid", key, values) for key, values in grid.items()}
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise SpecError([f"study: grid.{key}: must be a non-empty list of values, got {values!r}"])
+            raise SpecError([f"study: grid.{key}: must be a non-empty list of values (or a mapping of label: value), "
+                             f"got {values!r}"])
     zipped = _mapping(definition, "zip")
     if "zip" in definition and not zipped:
         raise SpecError(["study: zip: empty (give at least one key with its values)"])
+    zipped = {key: _labelled("zip", key, values) for key, values in zipped.items()}
     lengths = {k: len(v) if isinstance(v, list) else -1 for k, v in zipped.items()}
     if any(n < 1 for n in lengths.values()) or len(set(lengths.values())) > 1:
         raise SpecError([f"study: zip: every key needs a list of the same length; got "
@@ -249,6 +257,34 @@ def _axes(definition: dict) -> tuple[list[tuple[dict, str | None]], list[dict[st
         for row in zip_rows:
             settings.append({**dict(zip(grid, combo)), **row})
     return variants, settings
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A grid or zip value given as ``label: value``: the label stands for the value in names and tables."""
+
+    label: str
+    value: Any
+
+
+def _labelled(where: str, key: str, values: Any) -> Any:
+    """A ``{label: value}`` mapping as a list of :class:`Labelled`; anything else as it is."""
+    if not isinstance(values, dict):
+        return values
+    if not values:
+        raise SpecError([f"study: {where}.{key}: empty (give at least one label: value)"])
+    out = []
+    for label, value in values.items():
+        text = f"{label:g}" if isinstance(label, float) else str(label)
+        if isinstance(label, bool) or not re.fullmatch(r"[A-Za-z0-9_.+\-]+", text):
+            raise SpecError([f"study: {where}.{key}: label {label!r} may use letters, digits and _ . + - only"])
+        out.append(Labelled(text, value))
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """A setting's value as stored (its label, for a labelled value)."""
+    return value.label if isinstance(value, Labelled) else value
 
 
 def expand(definition: dict, folder: Path | None = None) -> Study:
@@ -274,6 +310,7 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
     short = _short_keys(axes)
     problems: dict[str, list[str]] = {}
     cells: list[Cell] = []
+    named: dict[str, list[tuple[str | None, dict]]] = {}  # setting name -> (variant, values) of each cell
     for overrides, variant in variants:
         for values in settings:
             for seed in seeds or [None]:
@@ -281,8 +318,9 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
                                   *(f"{short[k]}={_readable(v)}" for k, v in values.items())]) or "base"
                 where = label + (f"_seed={seed}" if seed is not None else "")
                 raw = copy.deepcopy(base)
+                given = {k: v.value if isinstance(v, Labelled) else v for k, v in values.items()}
                 try:
-                    for key, value in (*common.items(), *overrides.items(), *values.items(), *last.items()):
+                    for key, value in (*common.items(), *overrides.items(), *given.items(), *last.items()):
                         set_value(raw, str(key), copy.deepcopy(value), what="key")
                     if seed is not None:
                         raw["seed"] = seed
@@ -293,7 +331,9 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
                         problems.setdefault(problem, []).append(where)
                     continue
                 digest = spec_hash(spec)
-                cells.append(Cell(f"{where}-{digest}", label, values, variant, spec.seed, spec, digest))
+                stored = {k: _plain(v) for k, v in values.items()}
+                cells.append(Cell(f"{where}-{digest}", label, stored, variant, spec.seed, spec, digest))
+                named.setdefault(label, []).append((variant, given))
     if problems:
         raise SpecError([_grouped(p, where, n) for p, where in problems.items()])
     seen: dict[str, str] = {}
@@ -301,8 +341,19 @@ def expand(definition: dict, folder: Path | None = None) -> Study:
         if c.hash in seen:
             raise SpecError([f"study: cells {seen[c.hash]!r} and {c.name!r} resolve to the same spec"])
         seen[c.hash] = c.name
-    return Study(name, str(definition.get("description", "")), definition, axes, cells,
-                 dict(_mapping(definition, "report")), definition.get("errors"))
+    for label, settings_named in named.items():  # one name, two settings: their results would be pooled
+        if any(s != settings_named[0] for s in settings_named[1:]):
+            raise SpecError([f"study: two settings are both named {label!r} (long values are cut short in names); "
+                             "give the values labels: grid: {KEY: {label: value, ...}}"])
+    report = dict(_mapping(definition, "report"))
+    if report.get("mitigations") is not None:
+        from ..report.mitigations import check_config
+
+        found = check_config(report["mitigations"], cells)
+        if found:
+            raise SpecError(found)
+    return Study(name, str(definition.get("description", "")), definition, axes, cells, report,
+                 definition.get("errors"))
 
 
 def _grouped(problem: str, where: list[str], n: int) -> str:
@@ -319,6 +370,8 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
 
 
 def _readable(value: Any) -> str:
+    if isinstance(value, Labelled):
+        return value.label
     if isinstance(value, dict):
         text = "-".join(_readable(v) for v in value.values())
     elif isinstance(value, list):

@@ -287,3 +287,61 @@ def test_run_of_a_study_preset_file_sweeps_it(tmp_path, capsys):
     assert StudyDir.open(out).read()["status"] == "completed"
     with pytest.raises(RunDirError):
         StudyDir.open(tmp_path)
+
+
+# -- labelled grid and zip values -------------------------------------------------------------------------
+LABELLED = {"base": "gaussian", "set": {"replicates": 2, "generations": 2},
+            "grid": {"policy": {"plain": {"kind": "replace"}, "fresh-0.1": {"kind": "fresh", "real_fraction": 0.1}},
+                     "train_size": [10, 20]}}
+
+
+def test_labelled_grid_values_name_the_cells_and_stand_for_the_values():
+    study = expand(LABELLED)
+    assert study.settings == ["policy=plain_train_size=10", "policy=plain_train_size=20",
+                              "policy=fresh-0.1_train_size=10", "policy=fresh-0.1_train_size=20"]
+    assert [c.values for c in study.cells][2] == {"policy": "fresh-0.1", "train_size": 10}
+    assert [(c.spec.policy.kind, c.spec.train_size) for c in study.cells] == [
+        ("replace", 10), ("replace", 20), ("fresh", 10), ("fresh", 20)]
+    assert study.cells[2].spec.policy.real_fraction == 0.1
+    # a number as a label reads as the number does in a name
+    zipped = expand({"base": "gaussian", "set": {"replicates": 2, "generations": 2},
+                     "zip": {"train_size": {"small": 10, "big": 100}, "heldout_size": [50, 60]}, "seeds": [0, 1]})
+    assert zipped.settings == ["train_size=small_heldout_size=50", "train_size=big_heldout_size=60"]
+    assert [(c.spec.train_size, c.spec.heldout_size, c.seed) for c in zipped.cells] == [
+        (10, 50, 0), (10, 50, 1), (100, 60, 0), (100, 60, 1)]
+    assert expand({"base": "gaussian", "grid": {"train_size": {0.5: 10, 2: 20}}}).settings == [
+        "train_size=0.5", "train_size=2"]
+
+
+@pytest.mark.parametrize("grid, needle", [
+    ({"policy": {}}, "study: grid.policy: empty (give at least one label: value)"),
+    ({"train_size": {"a b": 10}}, "study: grid.train_size: label 'a b' may use letters, digits and _ . + - only"),
+    ({"train_size": {True: 10}}, "label True may use letters"),
+])
+def test_bad_labels_are_refused(grid, needle):
+    with pytest.raises(SpecError) as exc:
+        expand({"base": "gaussian", "grid": grid})
+    assert needle in str(exc.value)
+
+
+def test_settings_whose_names_would_be_the_same_are_refused():
+    web = {"kind": "web", "synthetic_share": 0.5}
+    filters = [{"kind": "filter", "base": web, "detector": {"kind": "oracle", "false_negative_rate": e}}
+               for e in (0.1, 0.2)]  # both cut to "filter-web-0.5-last-orac..." in a name: their results would mix
+    with pytest.raises(SpecError) as exc:
+        expand({"base": "gaussian", "set": {"replicates": 2, "generations": 2}, "grid": {"policy": filters}})
+    assert "two settings are both named" in str(exc.value) and "give the values labels" in str(exc.value)
+    seeds = expand({"base": "gaussian", "grid": {"train_size": [10, 20]}, "seeds": "0-2"})  # seeds share a setting
+    assert len(seeds.cells) == 6 and len(seeds.settings) == 2
+
+
+def test_labels_are_the_values_in_the_tables(tmp_path):
+    out = tmp_path / "labelled"
+    study = build(LABELLED, sets=["generations=1"])
+    assert sweep(study, out, workers=1, progress=False, cell_reports=False, report=False).ok
+    table = mc.load_results(out)
+    assert set(table["policy"]) == {"plain", "fresh-0.1"} and set(table["train_size"]) == {10.0, 20.0}
+    # the stored definition (labels and all) expands into the same cells: a relaunch skips them
+    again = sweep(build(StudyDir.open(out).definition()), out, workers=1, progress=False, cell_reports=False,
+                  report=False)
+    assert sorted(again.skipped) == sorted(c.name for c in study.cells) and not again.completed

@@ -181,3 +181,22 @@ def test_full_size_study_presets(name, tmp_path):
     if name in TORCH:
         pytest.importorskip("torch")
     assert main(["run", name, "--out", str(tmp_path / name), "-q"]) == 0
+
+
+# -- mitigations ------------------------------------------------------------------------------------------
+# Listed here for test_every_study_preset_is_listed_here only: the parametrised tests above were collected
+# before these lines run, so they leave it out. Its 85 cells (5 families x 17 mitigations) are checked, run
+# tiny (two families) and at full size (slow) in test_mitigations.py.
+EXPECTED["mitigations"] = [f"{family}_policy={policy}" for family in ("gaussian", "discrete", "gmm", "ngram", "vae")
+                           for policy in ("replace", "mix-0.1", "fresh-0.02", "fresh-0.05", "fresh-0.1", "fresh-0.2",
+                                          "fresh-0.5", "accumulate", "accumulate_subsample", "web-growing",
+                                          "filter-oracle", "filter-oracle-0.05", "filter-oracle-0.1",
+                                          "filter-oracle-0.2", "filter-oracle-0.4", "filter-learned",
+                                          "filter-verifier")]
+TINY["mitigations"] = {"cells": {"replicates": 2, "generations": 2}}  # all five families: see test_mitigations.py
+
+
+def test_mitigations_preset_expands_into_its_cells():
+    study = build("mitigations")
+    assert study.settings == EXPECTED["mitigations"] and len(study.cells) == 85
+    assert all(c.spec.name.startswith("mitigations.") for c in study.cells)

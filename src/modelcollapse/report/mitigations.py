@@ -157,7 +157,8 @@ def _parse_curve(where: str, name: str, spec: Any) -> tuple[Curve | None, list[s
         problems.append(f"{where}.x: must be a dotted spec key (policy.real_fraction), got {x!r}")
     filters = spec.get("where") or {}
     if not isinstance(filters, dict):
-        problems.append(f"{where}.where: must be a mapping of dotted spec key: value (or list of values), got {filters!r}")
+        problems.append(f"{where}.where: must be a mapping of dotted spec key: value (or list of values), "
+                        f"got {filters!r}")
         filters = {}
     points = spec.get("points") or {}
     if not isinstance(points, dict):
@@ -303,16 +304,12 @@ def validate(config: Config, entries: list[dict]) -> list[str]:
     settings = settings_of(entries, family_axis, mitigation_axis)
     families = _families(settings)
     mitigations = list(dict.fromkeys(s.mitigation for s in settings))
+    # A mapping may name families the study leaves out (a preset run with fewer): only a missing one is wrong.
     if isinstance(config.metric, dict):
         missing = [f for f in families if f not in config.metric]
-        extra = [f for f in config.metric if f not in families]
         if missing:
-            problems.append(f"{where}.metric: no metric for {', '.join(missing)} (families: {', '.join(families)})")
-        problems += [f"{where}.metric.{f}: {f!r} is not a family of this study{_suggest(f, list(families))} "
-                     f"(families, by {family_axis}: {', '.join(families)})" for f in extra]
-    if isinstance(config.generation, dict):
-        problems += [f"{where}.generation.{f}: {f!r} is not a family of this study{_suggest(f, list(families))}"
-                     for f in config.generation if f not in families]
+            problems.append(f"{where}.metric: no metric for family {', '.join(missing)} (families, by {family_axis}: "
+                            f"{', '.join(families)}; given: {', '.join(config.metric)})")
     for fam, members in families.items():
         seen = {}
         for s in members:
@@ -404,6 +401,11 @@ def _pct(v: float) -> str:
     return f"{p:.2g}%" if p < 9.95 else f"{p:.0f}%"
 
 
+def _signed(v: float) -> str:
+    """+3.4%, −38%; – for NaN."""
+    return "–" if not np.isfinite(v) else f"{'−' if v < 0 else '+'}{_pct(v)}"
+
+
 def _x(v: float, percent: bool) -> str:
     return _pct(v) if percent else f"{v:g}"
 
@@ -424,8 +426,13 @@ def sentence(family: str, result: dict, config: Config) -> str:
             missed.append(f"none of the tested {curve.noun} {'up' if curve.better == 'higher' else 'down'} to "
                           f"{_x(edge, percent)} is enough")
         else:
-            every = c["enough"] == (min(xs) if curve.better == "higher" else max(xs)) and len(xs) > 1
-            said.append(curve.say.replace("{x}", _x(c["enough"], percent)) + (" (every tested value)" if every else ""))
+            demanding = sorted(xs, reverse=curve.better == "higher")  # the most demanding first
+            note = ""
+            if len(xs) > 1 and c["enough"] == demanding[-1]:
+                note = " (every tested value)"
+            elif len(xs) > 1 and c["enough"] == demanding[0]:
+                note = f" (the most demanding tested value; {_x(demanding[1], percent)} is not enough)"
+            said.append(curve.say.replace("{x}", _x(c["enough"], percent)) + note)
     band = f"within {_pct(within)} of generation 0 after {g} generations"
     if said:
         text = f"{head} stays {band} with {', or with '.join(said)}"
@@ -435,13 +442,17 @@ def sentence(family: str, result: dict, config: Config) -> str:
         text = f"{head} does not stay {band} in any tested setting on the curves: " + "; ".join(missed)
     else:
         ok = [m for m, r in result["mitigations"].items() if r["within"]]
-        text = f"{head} stays {band} with {', '.join(ok)}" if ok else f"{head} stays {band} with no tested mitigation"
+        text = (f"{head} stays {band} with {', '.join(ok)}" if ok
+                else f"{head} does not stay {band} with any tested mitigation")
     named = [m for m in result["mention"] if m in result["mitigations"]]
     drifts = []
     for m in named:
         change = result["mitigations"][m]["change"]
-        drifts.append(f"{m} drifts {_pct(change)} {'down' if change < 0 else 'up'}" if np.isfinite(change)
-                      else f"{m}: no value")
+        if not np.isfinite(change):
+            drifts.append(f"{m}: no value")
+        else:
+            way = "" if round(abs(change) * 100, 1) == 0 else (" down" if change < 0 else " up")
+            drifts.append(f"{m} drifts {_pct(change)}{way}")
     return text + ("; " + ", ".join(drifts) if drifts else "") + "."
 
 
@@ -537,6 +548,7 @@ def _finite(value: Any) -> Any:
 
 # -- the figures ----------------------------------------------------------------------------------
 WITHIN_COLOUR, OUTSIDE_COLOUR = "#2a9d8f", "#9aa5b1"
+FLOOR = 0.1  # %: where a log axis starts (a change of 0 is drawn there)
 
 
 def _abs_interval(change: float, lo: float, hi: float) -> tuple[float, float]:
@@ -574,7 +586,7 @@ def ranking_figure(result: dict) -> Any:
         colours = [WITHIN_COLOUR if r["within"] else OUTSIDE_COLOUR for _, r in items]
         y = np.arange(len(items))
         log = _log_wanted(list(size))
-        floor = 0.1 if log else 0.0
+        floor = FLOOR if log else 0.0
         shown = np.where(np.isfinite(size), np.maximum(size, floor), floor)
         ax.barh(y, shown - floor, left=floor, color=colours, height=0.7)
         err = np.vstack([np.clip(shown - np.maximum(bounds[:, 0], floor), 0, None),
@@ -602,7 +614,8 @@ def curves_figure(result: dict, curves: list[Curve]) -> Any:
     cmap = colormaps["tab10"]
     for i, curve in enumerate(curves):
         ax = fig.add_subplot(1, len(curves), i + 1)
-        values = []
+        values: list[float] = []
+        lines = []
         for j, fam in enumerate(families):
             pts = result["families"][fam]["curves"].get(curve.name, {}).get("points", [])
             if not pts:
@@ -611,16 +624,22 @@ def curves_figure(result: dict, curves: list[Curve]) -> Any:
             ys = np.array([abs(p["change"]) * 100 if np.isfinite(p["change"]) else np.nan for p in pts])
             iv = np.array([_abs_interval(p["change"], p["ci_low"], p["ci_high"]) for p in pts]) * 100
             percent = all(0 <= x <= 1 for x in xs)
-            xs_shown = xs * 100 if percent else xs
-            colour = cmap(j % 10)
-            ax.plot(xs_shown, ys, marker="o", ms=4, lw=1.5, color=colour,
-                    label=f"{fam} ({result['families'][fam]['metric']}, g={result['families'][fam]['generation']})")
-            ax.fill_between(xs_shown, iv[:, 0], iv[:, 1], color=colour, alpha=0.15, lw=0)
+            lines.append((xs * 100 if percent else xs, ys, iv, cmap(j % 10), fam))
             values += list(ys) + list(iv.ravel())
         log = _log_wanted(values)
+        floor = FLOOR if log else 0.0  # a change of 0 on a log axis: drawn at the floor
+        for xs, ys, iv, colour, fam in lines:
+            shown = np.maximum(ys, floor)
+            res = result["families"][fam]
+            ax.plot(xs, shown, marker="o", ms=4, lw=1.5, color=colour,
+                    label=f"{fam} ({res['metric']}, g={res['generation']})")
+            err = np.vstack([np.clip(shown - np.maximum(iv[:, 0], floor), 0, None), np.clip(iv[:, 1] - shown, 0, None)])
+            ok = np.isfinite(shown) & np.isfinite(iv).all(axis=1)
+            ax.errorbar(xs[ok], shown[ok], yerr=err[:, ok], fmt="none", ecolor=colour, elinewidth=0.8, capsize=2,
+                        alpha=0.7)
         if log:
             ax.set_yscale("log")
-            ax.set_ylim(bottom=max(0.1, min([v for v in values if np.isfinite(v) and v > 0] or [0.1]) / 2))
+            ax.set_ylim(bottom=FLOOR / 1.5)
         ax.axhspan(ax.get_ylim()[0] if log else 0, within, color=WITHIN_COLOUR, alpha=0.12, lw=0)
         ax.axhline(within, color="#c62828", ls="--", lw=1)
         ax.set_xlabel(f"{curve.name}" + (" (%)" if all(0 <= p["x"] <= 1 for f in families for p in
@@ -648,7 +667,7 @@ def lead(result: dict | None, page: Any) -> None:
 def section(result: dict | None, page: Any) -> None:
     """The mitigations section: ranking, curves, sentences and the table of every value."""
     from . import figures
-    from .page import esc, num, table
+    from .page import esc, table
 
     if result is None:
         return
@@ -679,8 +698,8 @@ def section(result: dict | None, page: Any) -> None:
             if r is None:
                 cells.append("")
                 continue
-            text = (f"{'+' if r['change'] >= 0 else '−'}{_pct(r['change'])} "
-                    f"[{num(r['ci_low'] * 100)}, {num(r['ci_high'] * 100)}]") if np.isfinite(r["change"]) else "–"
+            text = (f"{_signed(r['change'])} [{_signed(r['ci_low'])}, {_signed(r['ci_high'])}]"
+                    if np.isfinite(r["change"]) else "–")
             cells.append(f"<b>{esc(text)}</b>" if r["within"] else esc(text))
         rows.append((esc(m), *cells))
     head = ("mitigation", *[esc(f"{f}: {result['families'][f]['metric']}, g {result['families'][f]['generation']}")

@@ -7,6 +7,7 @@
       study.json        every cell: name, setting, grid values, seed, resolved spec, status, timings
       cells/<name>/     one ordinary run directory per cell (report, resume, repair all work on it)
       tables/<name>.parquet  each finished cell's rows, written by its worker (a cache of cells/<name>)
+      tables/mitigations.json  with report.mitigations: the relative changes, answers and sentences
       results.parquet   one row per (cell, replicate, generation) - see results.py
       aggregate.parquet mean, median and a 95% bootstrap interval per setting, generation and metric
       report.html       the study report

@@ -56,8 +56,8 @@ def test_preset_expands_into_families_times_mitigations():
         if not m.startswith("filter"):
             continue
         p = by[("discrete", m)].policy.model_dump()
-        assert (p["base"]["kind"], p["base"]["synthetic_share"], p["base"]["source"]) == ("web", 0.5, "last")
-        assert (p["action"], p["crawl"]) == ("drop", 2.0)
+        assert (p["base"]["kind"], p["base"]["synthetic_share"], p["base"]["source"]) == ("web", 0.8, "last")
+        assert (p["action"], p["crawl"]) == ("drop", 5.0)
         if m.startswith("filter-oracle"):
             e = float(m.rsplit("-", 1)[1]) if m != "filter-oracle" else 0.0
             assert p["detector"] == {"kind": "oracle", "false_positive_rate": e, "false_negative_rate": e}

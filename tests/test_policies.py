@@ -100,3 +100,15 @@ def test_policies_are_frozen_dataclasses():
     policy = _policy("mix", 0.1)
     with pytest.raises(Exception):
         policy.real_fraction = 0.5
+
+
+def test_take_from_equals_concatenating_then_taking():
+    from modelcollapse.batch import take_from
+
+    rng = np.random.default_rng(0)
+    sets = [Batch(rng.normal(size=(R, n, 2)), np.full((R, n), j), np.full((R, n), 7) if j == 1 else None,
+                  rng.random((R, n)) if j == 2 else None) for j, n in enumerate([4, 6, 3, 5])]
+    idx = np.stack([rng.choice(18, size=9, replace=False) for _ in range(R)])
+    want, got = Batch.concat(sets).take(idx), take_from(sets, idx)
+    for a, b in ((want.X, got.X), (want.origin, got.origin), (want.labels, got.labels), (want.weight, got.weight)):
+        np.testing.assert_array_equal(a, b)

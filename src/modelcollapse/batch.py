@@ -70,3 +70,36 @@ def provenance_counts(origin: np.ndarray, generation: int, weight: np.ndarray | 
     if weight is not None:
         flat = flat[weight > 0]
     return np.bincount(flat.ravel(), minlength=R * cols).reshape(R, cols)
+
+
+def take_from(batches: list[Batch], idx: np.ndarray) -> Batch:
+    """``Batch.concat(batches).take(idx)`` without the concatenation: per replicate, examples ``idx``
+    (R, m) of the sets laid end to end. A pool that grows every generation (a web that keeps all model
+    output) would otherwise be copied whole each generation, O(G^2) over a run."""
+    if len(batches) == 1:
+        return batches[0].take(idx)
+    lengths = np.array([len(b) for b in batches])
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    which = np.searchsorted(starts, idx, side="right") - 1  # (R, m): the set of each chosen example
+    offset = idx - starts[which]
+    R, m = idx.shape
+    first = batches[0]
+    X = np.empty((R, m, *first.X.shape[2:]), dtype=np.result_type(*(b.X.dtype for b in batches)))
+    origin = np.empty((R, m), dtype=first.origin.dtype)
+    labelled = any(b.labels is not None for b in batches)
+    labels = np.full((R, m), UNLABELLED, dtype=np.int64) if labelled else None
+    weighted = any(b.weight is not None for b in batches)
+    weight = np.ones((R, m)) if weighted else None
+    order = np.argsort(which, axis=None, kind="stable")  # one pass over the chosen examples, grouped by set
+    sets, bounds = np.unique(which.ravel()[order], return_index=True)
+    for j, lo, hi in zip(sets, bounds, [*bounds[1:], order.size]):
+        rr, cc = np.divmod(order[lo:hi], m)
+        src, off = batches[j], offset[rr, cc]
+        X[rr, cc] = src.X[rr, off]
+        origin[rr, cc] = src.origin[rr, off]
+        if labelled and src.labels is not None:
+            labels[rr, cc] = src.labels[rr, off]
+        if weighted and src.weight is not None:
+            weight[rr, cc] = src.weight[rr, off]
+    return Batch(X, origin, labels, weight)
+

@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar
 import numpy as np
 from pydantic import Field
 
-from ..batch import Batch
+from ..batch import Batch, take_from
 from .base import Policy, choose, register_policy
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
@@ -80,5 +80,5 @@ class AccumulateSubsample(Policy):
     needs_history: ClassVar[bool] = True
 
     def build(self, *, real, synthetic, train_size, rngs, draw_real):
-        pool = Batch.concat([real, *synthetic])
-        return pool.take(choose(rngs, len(pool), train_size))
+        pool = [real, *synthetic]  # drawn from in place: concatenating a growing pool costs O(g) a generation
+        return take_from(pool, choose(rngs, sum(len(b) for b in pool), train_size))

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import numpy as np
 from pydantic import BeforeValidator, Field, ValidationError
 
-from ..batch import Batch
+from ..batch import Batch, take_from
 from ..params import Spec
 from .base import Policy, choose, register_policy
 
@@ -149,6 +149,6 @@ class Web(Policy):
             if self.source == "last":
                 parts.append(synthetic[-1].head(n_syn))
             else:
-                published = Batch.concat(synthetic) if len(synthetic) > 1 else synthetic[0]
-                parts.append(published.take(choose(rngs, len(published), n_syn)))
+                published = sum(len(b) for b in synthetic)
+                parts.append(take_from(synthetic, choose(rngs, published, n_syn)))
         return Batch.concat(parts) if len(parts) > 1 else parts[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from modelcollapse import load_spec, run
-from modelcollapse.batch import REAL, Batch
+from modelcollapse.batch import REAL
 from modelcollapse.chain import Chain
 from modelcollapse.config import ExperimentSpec
 from modelcollapse.detectors import detection_metrics

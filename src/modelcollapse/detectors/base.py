@@ -9,7 +9,7 @@ settings and the ``detector:`` section of a filter policy is derived from them, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, is_dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -92,10 +92,6 @@ def validate_detector(value: Any) -> DetectorSpec:
 def build_detector(value: Any) -> Detector:
     spec = validate_detector(value)
     return DETECTORS.get(spec.kind).build(spec)
-
-
-def names_of(cls: type[Detector]) -> list[str]:
-    return [f.name for f in fields(cls) if f.init]
 
 
 # -- what a filter records about its detector ---------------------------------------------------

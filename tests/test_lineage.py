@@ -283,8 +283,7 @@ def test_report_of_a_filter_run_draws_the_detector_in_the_provenance_section(run
     assert "metric_detector_accuracy" not in text and 'alt="provenance_detector"' in text
     provenance = text[text.index("<h2>Provenance of the training data</h2>"):]
     assert "Median over replicates at generation 5: accuracy" in provenance
-    assert ("Synthetic share set by the base policy (of the candidates, before filtering): 0.8 at generation 1, "
-            "0.8 at generation 5") in provenance
+    assert "on web (synthetic share 0.8, source" in provenance  # the policy, described in the caption
 
 
 @pytest.mark.parametrize("name", ["replace", "accumulate", "web"])
@@ -306,7 +305,7 @@ def test_report_provenance_without_a_detector(runs, tmp_path, name):
         assert shares["older generations"][G] == pytest.approx((G - 2) / (G + 1))
         assert shares["2 generations back"][G] == pytest.approx(1 / (G + 1))
     if name == "web":
-        assert "Synthetic share set by the policy: 0.6 at generation 1, 0.6 at generation 5" in text
+        assert "Policy web (synthetic share 0.6, source" in text
         assert "Synthetic share of the training set (mean over replicates): 0.6 at generation 1" in text
         assert shares["real data"][1:] == pytest.approx(np.full(G, 0.4))
     assert not math.isnan(shares["real data"][0])

@@ -140,31 +140,18 @@ def mean_sizes(lines: list[dict]) -> dict[int, float]:
 
 
 def detector_metrics(run: Run) -> dict[str, np.ndarray]:
-    """A filter's detector metrics (``FILTER_METRICS``) the run recorded, when any holds a value: drawn in the
-    provenance section, not as ordinary metric curves."""
-    from ..policies.filter import FILTER_METRICS
-
-    found = {name: run.scalars[name] for name in FILTER_METRICS if name in run.scalars}
+    """What the run's policy recorded each generation (its ``metric_names()``: a filter's detector), when
+    any holds a value: drawn in the provenance section, not as ordinary metric curves."""
+    try:
+        names = POLICIES.get(run.spec.policy.kind).build(run.spec.policy).metric_names()
+    except (UnknownNameError, TypeError, ValueError):  # a policy this version no longer knows
+        return {}
+    found = {name: run.scalars[name] for name in names if name in run.scalars}
     return found if any(np.isfinite(v).any() for v in found.values()) else {}
 
 
 def _size_text(size: float) -> str:
     return f"{size:.0f}" if float(size).is_integer() else f"{size:.4g} (mean over replicates)"
-
-
-def _share_setting(policy: Any, generations: int, last: int) -> str:
-    """The synthetic share a policy (or a filter's base) sets with a ``synthetic_share`` setting (a constant,
-    a list or a schedule), at generation 1 and at ``last``, in words; "" for a policy without one."""
-    owners = ((policy, "the policy"),
-              (getattr(policy, "base", None), "the base policy (of the candidates, before filtering)"))
-    for spec, whose in owners:
-        share = getattr(spec, "synthetic_share", None)
-        if share is not None and last >= 1:
-            from ..policies.web import share_at  # the reader of that setting, wherever it is used
-
-            first, end = (share_at(share, g, generations) for g in (1, last))
-            return f" Synthetic share set by {whose}: {first:.3g} at generation 1, {end:.3g} at generation {last}."
-    return ""
 
 
 def provenance_section(run: Run, page: Page) -> None:
@@ -181,7 +168,7 @@ def provenance_section(run: Run, page: Page) -> None:
     caption = (f"Policy {policy}. Training-set size {_size_text(sizes[gens[0]])} at generation {gens[0]}, "
                f"{_size_text(sizes[last])} at generation {last}. Synthetic share of the training set (mean over "
                f"replicates): {num(1 - real[first])} at generation {first}, {num(1 - real[last])} at generation "
-               f"{last}.{_share_setting(spec.policy, spec.generations, last)} "
+               f"{last}. "
                "Per-example sources: modelcollapse lineage DIR --generation G [--index I].")
     page.figure("provenance", figures.provenance(gens, shares), esc(caption))
     found = detector_metrics(run)

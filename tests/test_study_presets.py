@@ -200,3 +200,16 @@ def test_mitigations_preset_expands_into_its_cells():
     study = build("mitigations")
     assert study.settings == EXPECTED["mitigations"] and len(study.cells) == 85
     assert all(c.spec.name.startswith("mitigations.") for c in study.cells)
+
+
+def test_presets_listing_counts_every_cell_of_each_study(capsys):
+    """The listing counts cells without resolving them; it must agree with the expansion (labelled grid
+    values, a mapping, count as many values as they have labels)."""
+    from modelcollapse.cli import main
+    from modelcollapse.study.spec import build
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mitigations", "sweep-policies", "errors-gmm"):
+        line = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
+        assert f" {len(build(name).cells)} cells " in line

@@ -379,10 +379,10 @@ def _study_size(raw: dict) -> str | None:
     if not is_study(raw):
         return None
     n = max(1, len(raw.get("cells") or {}))
-    for values in (raw.get("grid") or {}).values():
-        n *= len(values) if isinstance(values, list) else 1
+    for values in (raw.get("grid") or {}).values():  # a list, or a mapping of label: value
+        n *= len(values) if isinstance(values, (list, dict)) else 1
     zipped = list((raw.get("zip") or {}).values())
-    n *= len(zipped[0]) if zipped and isinstance(zipped[0], list) else 1
+    n *= len(zipped[0]) if zipped and isinstance(zipped[0], (list, dict)) else 1
     try:
         n *= len(parse_seeds(raw["seeds"])) if "seeds" in raw else 1
     except SpecError:

@@ -16,7 +16,8 @@ CORE = ["chain.py", "loop.py", "store.py", "config.py", "cli.py", "rng.py", "bat
         "params.py", "distributed.py", "report/run.py", "report/page.py", "report/sections.py",
         "report/figures.py", "report/section.py", "report/__init__.py", "report/theory.py",
         "study/spec.py", "study/index.py", "study/cell.py", "study/backends.py", "study/runner.py", "study/results.py",
-        "report/study.py"]
+        "report/study.py", "trackers/base.py", "trackers/records.py", "trackers/export.py", "notebook.py",
+        "progress.py"]
 #: The one deliberate exception: the default experiment (no data, model or policy given) is the paper's
 #: Gaussian chain under the replace policy.
 ALLOWED = {("config.py", "gaussian"), ("config.py", "replace")}

@@ -27,7 +27,7 @@ from .policies import Policy, register_policy
 
 __version__ = "0.1.0"
 __all__ = ["FROM_DATA", "BaseModel", "DataSpec", "Detector", "ExperimentSpec", "Policy", "Source", "SpecError", "__version__",
-           "load_results", "load_spec", "register_data", "register_detector", "register_estimator", "register_metric", "register_model",
+           "load_results", "load_spec", "open_run", "register_data", "register_detector", "register_estimator", "register_metric", "register_model",
            "register_policy", "run", "sweep"]
 
 
@@ -45,4 +45,8 @@ def __getattr__(name: str) -> Any:
         from .study.runner import sweep
 
         return sweep
+    if name == "open_run":  # a run directory (or a study's cell) for a notebook: spec, metrics, plots
+        from .notebook import open_run
+
+        return open_run
     raise AttributeError(f"module 'modelcollapse' has no attribute {name!r}")

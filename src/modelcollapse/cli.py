@@ -1,4 +1,5 @@
-"""Command line: ``modelcollapse run | report | presets | show | plugins | lineage``."""
+"""Command line: ``modelcollapse run | sweep | report | export | lineage | repair | presets | plugins | theory |
+show``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                                                     "for a study, the cores it may use")
     r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end (a study: its own "
                                                             "and every cell's)")
+    r.add_argument("--log", metavar="TRACKERS", help="also log to experiment trackers: tensorboard, mlflow, wandb "
+                                                      "(comma-separated; as logging.trackers in the spec)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     w = sub.add_parser("sweep", help="run a study: a spec or preset over a grid of settings and seeds, one run "
@@ -67,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--force", action="store_true", help="run even when the estimates exceed this machine")
     w.add_argument("--no-report", action="store_true", help="skip the study report")
     w.add_argument("--no-cell-reports", action="store_true", help="skip each cell's own report")
+    w.add_argument("--log", metavar="TRACKERS", help="log every cell to experiment trackers (tensorboard, mlflow, "
+                                                     "wandb; comma-separated), one tracker run per cell, grouped by "
+                                                     "the study's name")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
     rep = sub.add_parser("report", help="(re)write DIR/report.html and figures from a run or study directory")
@@ -82,6 +88,15 @@ def _parser() -> argparse.ArgumentParser:
     lin.add_argument("--index", "-i", type=int, metavar="I", help="one example of the training set: its source, "
                                                                   "weight and the ancestry of its source")
     lin.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
+
+    exp = sub.add_parser("export", help="send a finished run (or every cell of a study) to experiment trackers, "
+                                        "as --log would have during the run")
+    exp.add_argument("run_dir", type=Path)
+    exp.add_argument("--to", required=True, metavar="TRACKERS", help="tensorboard, mlflow, wandb (comma-separated)")
+    exp.add_argument("--dir", type=Path, help="where the tracker files go (default: DIR/trackers; MLflow: "
+                                              "MLFLOW_TRACKING_URI when set)")
+    exp.add_argument("--project", help="the W&B project / MLflow experiment (default: the spec's logging.project)")
+    exp.add_argument("--wandb-mode", choices=("offline", "online"), help="default: the spec's logging.wandb_mode")
 
     fix = sub.add_parser("repair", help="check a run directory and rebuild what can be rebuilt (metric rows, "
                                         "provenance, the manifest, real data); say what cannot")
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         commands = {"run": _run, "report": _report, "presets": _presets, "show": _show, "plugins": _plugins,
-                    "repair": _repair, "theory": _theory, "sweep": _sweep, "lineage": _lineage}
+                    "repair": _repair, "theory": _theory, "sweep": _sweep, "lineage": _lineage, "export": _export}
         _report_broken_plugins(err)
         return commands[args.command](args, err)
     except (SpecError, RunDirError) as exc:
@@ -132,6 +147,8 @@ def _run(args: argparse.Namespace, err: Console) -> int:
         signal.signal(signal.SIGTERM, _terminate)
     if args.workers is not None and not _is_study_source(args.spec):
         args.overrides.append(f"workers={args.workers}")
+    if args.log:
+        args.overrides.append(f"logging.trackers={args.log}")
     if args.repair and not args.resume:
         raise RunDirError("--repair goes with --resume (or use `modelcollapse repair DIR`)")
     if _is_study_source(args.spec) or (args.resume and args.out and _is_study_dir(args.out)):
@@ -139,7 +156,7 @@ def _run(args: argparse.Namespace, err: Console) -> int:
                                          resume=args.resume, backend="local", workers=args.workers,
                                          threads_per_cell=1, address=None, gpus_per_cell=0.0, name=None,
                                          force=args.force, no_report=args.no_report, no_cell_reports=args.no_report,
-                                         quiet=args.quiet, from_run=True), err)
+                                         quiet=args.quiet, log=args.log, from_run=True), err)
     if args.resume:
         if args.out is None:
             raise RunDirError("--resume needs --out DIR, the run directory to continue")
@@ -159,9 +176,16 @@ def _run(args: argparse.Namespace, err: Console) -> int:
 
         RunStore.check_new(Path(out))
     _say_estimate(spec, out, err, force=args.force, existing=args.resume)
+    trackers = None
+    if spec.logging.trackers and distributed.is_main():  # refused here when one is not installed
+        from .trackers import Session
+
+        trackers = Session(spec.logging.trackers, spec.logging,
+                           warn=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}"))
     err.print(f"running [bold]{spec.name}[/]: {spec.replicates} replicates × {spec.generations} generations → {out}")
     try:
-        store = run(spec, out, resume=args.resume, progress=not args.quiet and distributed.is_main(), force=args.force)
+        store = run(spec, out, resume=args.resume, progress=not args.quiet and distributed.is_main(), force=args.force,
+                    trackers=trackers)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted; continue with: modelcollapse run --resume --out {out}")
         return EXIT_INTERRUPTED
@@ -174,11 +198,18 @@ def _run(args: argparse.Namespace, err: Console) -> int:
     if late:
         err.print(f"[yellow]note:[/] {sum(late.values())} fits in {len(late)} generations reached model.max_iter "
                   "before converging (counts per generation: manifest.json, not_converged)")
-    if not args.no_report and distributed.is_main():
-        from .report import write_report
+    try:
+        if not args.no_report and distributed.is_main():
+            from .report import write_report
 
-        html = write_report(store.path)
-        err.print(f"report: {html}")
+            html = write_report(store.path)
+            err.print(f"report: {html}")
+    finally:  # the tracker runs end (with the report, when it was written) whatever the report did
+        if trackers is not None:
+            trackers.finish(store.path, "completed")
+            sent = [n for n in trackers.names if n not in trackers.failed]
+            if sent:
+                err.print(f"logged to {', '.join(sent)}: {escape(str(trackers.folder or store.path / 'trackers'))}")
     err.print(f"done: {store.path}")
     return EXIT_OK
 
@@ -230,11 +261,16 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
         outcome = sweep(study, out, resume=args.resume, backend=args.backend, workers=args.workers,
                         address=args.address, gpus_per_cell=args.gpus_per_cell, threads_per_cell=args.threads_per_cell,
                         progress=not args.quiet, cell_reports=not args.no_cell_reports, report=not args.no_report,
-                        force=args.force, log=lambda text: err.print(escape(text)))
+                        force=args.force, log=lambda text: err.print(escape(text)),
+                        trackers=[t.strip() for t in args.log.split(",") if t.strip()] if args.log else None)
     except KeyboardInterrupt:
         err.print(f"\ninterrupted; continue with: modelcollapse sweep --resume --out {out}")
         return EXIT_INTERRUPTED
     n_done = len(outcome.completed) + len(outcome.skipped)
+    for name, errors in outcome.tracker_errors.items():
+        for tracker, error in errors.items():
+            err.print(f"[yellow]warning:[/] cell {escape(name)}: tracker {tracker} failed ({escape(error)}); the cell "
+                      f"completed (modelcollapse export {escape(str(out))} --to {tracker} sends the study later)")
     err.print(f"{n_done} cells completed ({len(outcome.skipped)} earlier), {len(outcome.failed)} failed, "
               f"in {outcome.seconds:.1f} s: {out}")
     if outcome.failed:
@@ -242,6 +278,22 @@ def _sweep(args: argparse.Namespace, err: Console) -> int:
             err.print(f"[red]failed:[/] {escape(name)}: {escape(error)}")
         err.print(f"(details in {out / 'study.json'}; retry them with: modelcollapse sweep --resume --out {out})")
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def _export(args: argparse.Namespace, err: Console) -> int:
+    from .trackers.export import export
+
+    done = export(args.run_dir, [t.strip() for t in args.to.split(",") if t.strip()], folder=args.dir,
+                  project=args.project, wandb_mode=args.wandb_mode,
+                  warn=lambda text: err.print(f"[yellow]warning:[/] {escape(text)}"),
+                  on_run=lambda name, n: err.print(f"sent {escape(name)}: {n} generations"))
+    if done["failed"]:
+        for name, error in done["failed"].items():
+            err.print(f"[red]export to {name} failed:[/] {escape(error)}")
+        return EXIT_FAILED
+    err.print(f"exported {len(done['runs'])} run{'s' * (len(done['runs']) != 1)} to {args.to}: "
+              f"{escape(str(args.dir or args.run_dir / 'trackers'))}")
     return EXIT_OK
 
 

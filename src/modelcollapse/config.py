@@ -42,6 +42,36 @@ class ReportSpec(Spec):
     replicates_shown: int = Field(3, ge=1)
 
 
+#: Experiment trackers a run can log to (``logging.trackers``, ``--log``): see :mod:`.trackers`.
+TRACKER_NAMES = ("tensorboard", "mlflow", "wandb")
+
+
+class LoggingSpec(Spec):
+    """Where a run is mirrored besides its directory (which stays the source of truth): experiment
+    trackers, logged per generation. Changing it never changes a run's numbers, so a run may be resumed
+    with other trackers."""
+
+    trackers: list[str] = Field(default_factory=list)
+    # Tracker files (TensorBoard events, the MLflow file store, W&B offline runs); default: DIR/trackers
+    # of the run (a study: of the study, shared by its cells). MLFLOW_TRACKING_URI, when set, wins for MLflow.
+    dir: Optional[str] = None
+    project: str = Field("modelcollapse", min_length=1)  # the W&B project; MLflow's experiment for a single run
+    wandb_mode: Literal["offline", "online"] = "offline"  # offline: W&B writes files here (`wandb sync` sends them)
+    text_samples: int = Field(4, ge=0, le=64)  # generated texts per generation in a language model's table
+
+    @field_validator("trackers", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "tensorboard,mlflow", as --log takes it
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"must be a list of tracker names ({', '.join(TRACKER_NAMES)}), got {value!r}")
+        for v in value:
+            if v not in TRACKER_NAMES:
+                raise ValueError(f"unknown tracker {v!r}{suggest(str(v), list(TRACKER_NAMES))}")
+        return list(dict.fromkeys(value))
+
+
 def _spec_of(section: str, kind: str) -> type[Spec]:
     """The spec class that ``kind`` registered for ``section`` (data, model or policy)."""
     entry = _SECTIONS[section].get(kind)
@@ -88,6 +118,7 @@ class ExperimentSpec(Spec):
     # for models of hundreds of MB; metrics, provenance and previews are kept for every generation).
     keep_params: Literal["all", "ends"] = "all"
     report: ReportSpec = Field(default_factory=ReportSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
 
     @field_validator("data", "model", "policy", mode="before")
     @classmethod
@@ -172,7 +203,10 @@ class ExperimentSpec(Spec):
         return self.train_size if isinstance(self.train_size, int) else int(self.sizes().max())
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        dump = self.model_dump(mode="json")
+        if not self.logging.model_fields_set:  # not asked for: left out (it never changes a run's numbers)
+            dump.pop("logging")
+        return yaml.safe_dump(dump, sort_keys=False)
 
 
 # -- loading ----------------------------------------------------------------------------

@@ -6,10 +6,10 @@ import json
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import distributed, integrity, resources
 from .batch import REAL, Batch
@@ -17,6 +17,10 @@ from .chain import Chain, Generation
 from .config import ExperimentSpec
 from .results import MetricWriter, metrics_format, part_files
 from .store import APPENDED, STATS, RunDirError, RunStore, now, sparse_provenance
+from .trackers.records import TEXT_EXTRA, TIMINGS, GenerationLog, real_share, summarize
+
+if TYPE_CHECKING:
+    from .trackers import Session
 
 #: Written into every generation file: 2 adds metric/*, sparse provenance and stop reasons.
 GENERATION_FORMAT = "2"
@@ -28,7 +32,8 @@ CHECKPOINT_SECONDS = 5.0
 
 
 def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress: bool = True,
-        force: bool = False, on_generation: Callable[[int], None] | None = None) -> RunStore:
+        force: bool = False, on_generation: Callable[[int], None] | None = None,
+        trackers: "Session | None" = None) -> RunStore:
     """Run ``spec`` into ``out`` (or continue it there with ``resume=True``) and return the store.
 
     Before anything is written the run's memory and disk needs are estimated (see
@@ -36,8 +41,18 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
     multi-process launch (see :mod:`.distributed`) every process runs the chain and only the
     main one writes ``out`` or draws the progress bar. ``on_generation(g)`` is called after each
     generation is recorded (a study's progress display uses it).
+
+    ``spec.logging.trackers`` are sent each generation (:mod:`.trackers`) and ended with the run. A
+    caller that writes the report afterwards passes its own ``trackers`` session and finishes it
+    (with the report as an artifact) once the run has completed; a failed or interrupted run
+    finishes it here.
     """
     writable = distributed.is_main()
+    own = trackers is None and spec is not None and bool(spec.logging.trackers) and writable
+    if own:  # a tracker that is not installed is refused here, before anything is written
+        from .trackers import Session
+
+        trackers = Session(spec.logging.trackers, spec.logging)
     if resume:
         store, chain, start, writer = _resume(spec, Path(out), writable=writable, force=force)
         spec = chain.spec
@@ -48,16 +63,28 @@ def run(spec: ExperimentSpec, out: Path | str, *, resume: bool = False, progress
         fmt = metrics_format(spec.replicates, spec.generations)
         store.update_manifest(info=chain.info, metrics_format=fmt)
         start, writer = 0, MetricWriter(store, fmt)
+    if not writable:
+        trackers = None
+    status = "failed"
     try:
-        _generations(store, chain, start, writer, progress=progress and writable, on_generation=on_generation)
+        if trackers is not None:
+            trackers.open(store.path, spec, store.manifest(), start=start, resume=resume)
+        _generations(store, chain, start, writer, progress=progress and writable, on_generation=on_generation,
+                     trackers=trackers)
+        status = "completed"
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
     finally:
         chain.close()
         store.unlock()
+        if trackers is not None and (own or status != "completed"):
+            trackers.finish(store.path, status)
     return store
 
 
 def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter, *, progress: bool,
-                 on_generation: Callable[[int], None] | None = None) -> None:
+                 on_generation: Callable[[int], None] | None = None, trackers: "Session | None" = None) -> None:
     spec, writable = chain.spec, store.writable
     manifest = store.manifest() if start and writable else {}
     summary = [p for p in manifest.get("provenance", []) if p["generation"] < start]
@@ -70,10 +97,15 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
         with _progress(progress, spec) as bar:
             task = bar.add_task(spec.name, total=spec.generations + 1, completed=start) if bar else None
             for g in range(start, spec.generations + 1):
+                t_gen = time.perf_counter()
                 gen = chain.first() if g == 0 else chain.step(g)
                 if writable:  # the other processes skip reading out the parameters too
                     line = _record(store, chain, gen, writer, ledger)
                     summary.append({k: line[k] for k in ("generation", "size", "real", "synthetic")})
+                    seconds = time.perf_counter() - t_gen
+                    store.append_jsonl(TIMINGS, [{"generation": g, "seconds": seconds}], clean=True)
+                    if trackers is not None:
+                        trackers.log(_tracker_record(chain, gen, line, seconds))
                 if gen.not_converged:
                     not_converged[str(g)] = gen.not_converged
                 all_stopped = len(chain.stopped) == spec.replicates
@@ -102,10 +134,27 @@ def _generations(store: RunStore, chain: Chain, start: int, writer: MetricWriter
     store.update_manifest(status="completed", finished=now(), elapsed_seconds=elapsed0 + time.perf_counter() - t0)
 
 
+def _tracker_record(chain: Chain, gen: Generation, line: dict, seconds: float) -> GenerationLog:
+    """What the trackers get for a generation: the values its metric rows hold (a stopped replicate's
+    are missing), summarized as ``modelcollapse export`` summarizes them from the rows."""
+    stopped = np.array([r in chain.stopped for r in range(chain.spec.replicates)])
+    values = {}
+    for name, v in gen.metrics.items():
+        v = np.array(v, dtype=np.float64)
+        v[stopped] = np.nan
+        values[name] = v
+    wanted, texts = chain.spec.logging.text_samples, []
+    if wanted and TEXT_EXTRA in gen.extras:
+        texts = chain.source.preview_texts({TEXT_EXTRA: gen.extras[TEXT_EXTRA]})[:wanted]
+    return summarize(gen.index, values, real_share=real_share(line), seconds=seconds, texts=texts)
+
+
 def _progress(enabled: bool, spec: ExperimentSpec) -> Any:
     if not enabled:
         return nullcontext(None)
-    return Progress(
+    from .progress import progress_bar  # rich's Progress; in Jupyter drawn as HTML updated in place, no ANSI codes
+
+    return progress_bar(
         TextColumn("[bold]{task.description}[/] generations"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -270,7 +319,7 @@ def _compatible(stored: ExperimentSpec, given: ExperimentSpec | None) -> Experim
     if given is None:
         return stored
     a, b = stored.model_dump(), given.model_dump()
-    for key in ("generations", "workers", "report"):  # may change on resume: none alters the numbers
+    for key in ("generations", "workers", "report", "logging"):  # may change on resume: none alters the numbers
         a.pop(key)
         b.pop(key)
     changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))

@@ -39,6 +39,7 @@ import re
 import socket
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -205,7 +206,9 @@ class RunStore:
         store = cls(path)
         store.lock()
         store.write_text("config.yaml", config_yaml)
-        store.write_json("manifest.json", {"status": "running", "started": now(), **{"versions": versions()}})
+        # run_id: who the run is to an experiment tracker, kept across resumes (not a source of randomness)
+        store.write_json("manifest.json", {"status": "running", "started": now(), "run_id": uuid.uuid4().hex,
+                                           **{"versions": versions()}})
         for name in APPENDED:
             store.start_digest(name)
         return store

@@ -70,6 +70,11 @@ class Source:
         """Arrays stored with each generation for the report (sample previews, class counts)."""
         return {}
 
+    def preview_texts(self, extras: dict[str, np.ndarray]) -> list[str]:
+        """Generated examples as text, from a generation's :meth:`extras` (a tracker's sample table);
+        none for data that is not text."""
+        return []
+
 
 class DataSpec(Spec):
     """Base of every ``data:`` section. Subclasses declare the field ``kind: Literal["name"] = "name"``

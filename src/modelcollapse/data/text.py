@@ -76,6 +76,11 @@ class TextSource(Source):
             out["sequence_perplexity"] = ctx.memo["sequence_perplexity"][:shown]
         return out
 
+    def preview_texts(self, extras: dict[str, np.ndarray]) -> list[str]:
+        """Replicate 0's generated sequences, decoded (the report quotes the same ones)."""
+        tokens = extras.get("preview_tokens")
+        return [] if tokens is None or not len(tokens) else [self.truth.tokenizer.decode(seq) for seq in tokens[0]]
+
 
 MAX_SHOWN = 6  # generations drawn in each figure
 TEXTS = 3  # generated sequences quoted per generation

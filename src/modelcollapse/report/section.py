@@ -5,6 +5,11 @@ run's data kind (``DataSpec.report_sections``: sample grids, densities, generate
 its model family (``BaseModel.report_sections``). They are sorted by ``order``; data kinds use
 ``LEAD`` for what a reader should see first (samples) and ``DETAIL`` for what follows the
 metric curves. This module imports nothing heavy: data kinds declare their sections with it.
+
+A section that opens a ``page.add`` block with an ``<h2>`` heading gets a ``<section>`` of the page with an
+anchor, the slug of the heading (``<h2>Class mix</h2>``: ``#class-mix``), and a line in the table of
+contents; a heading that sets its own ``id`` keeps it. Write headings as plain ``<h2>TEXT</h2>`` at the
+start of a block (see :func:`.page.outline`).
 """
 
 from __future__ import annotations

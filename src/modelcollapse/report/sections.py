@@ -211,8 +211,10 @@ def files_section(run: Run, page: Page) -> None:
         if p.name.startswith("."):
             continue
         if p.is_dir():
-            inside = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-            span = f": {inside[0].name} … {inside[-1].name}" if len(inside) > 1 else ""
+            # every file below it (trackers/ holds only folders), by its path inside the folder
+            inside = sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+            first, last = (f.relative_to(p).as_posix() for f in (inside[0], inside[-1])) if inside else ("", "")
+            span = f": {first} … {last}" if len(inside) > 1 else ""
             total = size(sum(f.stat().st_size for f in inside))
             rows.append((esc(p.name + "/"), esc(f"{len(inside)} files, {total}{span}")))
         else:
@@ -220,8 +222,6 @@ def files_section(run: Run, page: Page) -> None:
     if not (run.path / "report.html").exists():
         rows.append(("report.html", "this page"))
     page.add("<h2>Files in the run directory</h2>" + table(rows))
-
-
 
 
 CORE = (

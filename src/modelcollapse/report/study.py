@@ -4,7 +4,8 @@ over two grid axes, the sources of error (when the study names them) and the tab
 It reads ``study.json`` (cells, status, specs), ``study.yaml`` (the ``report`` and ``errors`` keys) and
 ``aggregate.parquet`` (see :mod:`modelcollapse.study.results`); a study without results still gets its
 header and its table of cells. The page is self-contained (figures embedded as PNG, also saved in
-``figures/``), styled as a run's report.
+``figures/``), styled as a run's report, with the same table of contents, section anchors, narrow-screen
+and print styles (:func:`.page.document`).
 
 ``errors: {metric: NAME or [NAMES], sources: {label: variant}}`` compares named cells (variants), each
 the model with one source of error: the first metric the aggregate has for every source is read as a
@@ -35,7 +36,7 @@ from matplotlib.lines import Line2D
 from ..store import atomic_write
 from ..study.index import STATUSES, StudyDir
 from . import figures, mitigations
-from .page import CSS, Page, _remove_stale, duration, esc, num, table
+from .page import Page, _remove_stale, document, duration, esc, num, table
 
 STATUS_CLASSES = ("completed", "running", "interrupted", "failed")  # the run report's colours; others grey
 
@@ -366,7 +367,8 @@ def cells_section(path: Path, index: dict, page: Page) -> None:
         error = str(e.get("error") or "")
         rows.append((name, esc(e["setting"]), str(e["seed"]),
                      f"<span class='status {status if status in STATUS_CLASSES else 'unknown'}'>{esc(status)}</span>",
-                     esc(duration(e.get("seconds"))), esc(error if len(error) <= 200 else error[:199] + "…")))
+                     esc(duration(e.get("seconds"))).replace(" ", "&nbsp;"),  # "0.6 s" on one line
+                     esc(error if len(error) <= 200 else error[:199] + "…")))
     page.add("<h2>Cells</h2>" + table(rows, ("cell", "setting", "seed", "status", "time", "error")))
 
 
@@ -413,10 +415,7 @@ def write_study_report(path: str | Path) -> Path:
             mitigations.section(answer, page)
         cells_section(path, index, page)
     _remove_stale(page)
-    doc = (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-           f"<meta name='viewport' content='width=device-width, initial-scale=1'>"
-           f"<title>{esc(str(index.get('name', 'study')))}: model collapse study</title><style>{CSS}</style></head>"
-           f"<body><main>\n" + "\n".join(page.parts) + "\n</main></body></html>\n")
+    doc = document(f"{index.get('name', 'study')}: model collapse study", page.parts)
     atomic_write(path / "report.html", doc.encode())
     return path / "report.html"
 

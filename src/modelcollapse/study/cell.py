@@ -24,8 +24,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool = True, table: str | None = None,
-             progress: Any = None) -> dict[str, Any]:
-    """Run (or continue) one cell; return its outcome as plain data: status, seconds, error."""
+             progress: Any = None, trackers: dict | None = None) -> dict[str, Any]:
+    """Run (or continue) one cell; return its outcome as plain data: status, seconds, error.
+
+    ``trackers``: ``{"names", "dir", "group"}``, the study's experiment trackers (added to the cell
+    spec's own ``logging.trackers``): one tracker run named after the cell, in the study's group."""
     from ..config import validate
     from ..loop import run
     from ..pool import limit_threads
@@ -59,18 +62,38 @@ def run_cell(name: str, path: str, spec: dict, *, threads: int = 1, report: bool
             manifest = RunStore.open(out, writable=False).manifest()
             if manifest.get("status") == "completed" and manifest.get("generations_completed") == resolved.generations:
                 return _outcome("completed", t0, manifest, report_path=_report(out, report))
-        store = run(resolved, out, resume=resume, progress=False, on_generation=tell)
+        session = _session(name, resolved, trackers)
+        store = run(resolved, out, resume=resume, progress=False, on_generation=tell, trackers=session)
         manifest = store.manifest()
-        if table:  # the cell's rows for the study's tables, read here in parallel rather than by the study
-            from .results import save_cell_table
+        try:
+            if table:  # the cell's rows for the study's tables, read here in parallel rather than by the study
+                from .results import save_cell_table
 
-            save_cell_table(out, Path(table))
-        return _outcome("completed", t0, manifest, report_path=_report(out, report))
+                save_cell_table(out, Path(table))
+            outcome = _outcome("completed", t0, manifest, report_path=_report(out, report))
+        finally:  # the tracker runs end whatever the tables or the report did
+            if session is not None:
+                session.finish(out, "completed")
+        if session is not None and session.failed:  # said once in the study's index; the cell itself is fine
+            outcome["tracker_errors"] = dict(session.failed)
+        return outcome
     except KeyboardInterrupt:
         return {"status": "interrupted", "seconds": time.perf_counter() - t0, "error": "interrupted"}
     except Exception as exc:  # noqa: BLE001 - recorded in study.json; the other cells go on
         return {"status": "failed", "seconds": time.perf_counter() - t0, "error": f"{type(exc).__name__}: {exc}",
                 "traceback": traceback.format_exc(limit=8)}
+
+
+def _session(name: str, spec: Any, trackers: dict | None) -> Any:
+    names = list(dict.fromkeys([*spec.logging.trackers, *((trackers or {}).get("names") or [])]))
+    if not names:
+        return None
+    from ..trackers import Session
+
+    folder = spec.logging.dir or (trackers or {}).get("dir")
+    # A failing tracker is recorded in the outcome (the cell's process has no console to warn on).
+    return Session(names, spec.logging, folder=folder, group=(trackers or {}).get("group"), name=name,
+                   warn=lambda text: None)
 
 
 def _report(out: Path, wanted: bool) -> str | None:

@@ -30,6 +30,7 @@ class SweepOutcome:
     failed: dict[str, str] = field(default_factory=dict)  # cell -> error
     interrupted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # completed by an earlier launch
+    tracker_errors: dict[str, dict[str, str]] = field(default_factory=dict)  # cell -> {tracker: error}
     seconds: float = 0.0
 
     @property
@@ -44,12 +45,25 @@ def default_workers() -> int:
 def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend: str = "local",
           workers: int | None = None, address: str | None = None, gpus_per_cell: float = 0.0,
           threads_per_cell: int = 1, progress: bool = True, cell_reports: bool = True, report: bool = True,
-          force: bool = False, log: Any = None) -> SweepOutcome:
+          force: bool = False, log: Any = None, trackers: list[str] | None = None) -> SweepOutcome:
     """Run ``study`` into ``out`` (``study=None`` with ``resume=True``: the study stored there).
 
     ``workers``: cores the local backend may use (default: this machine's); a cell claims
-    ``spec.workers x threads_per_cell`` of them. ``log(text)`` receives one-line messages."""
+    ``spec.workers x threads_per_cell`` of them. ``log(text)`` receives one-line messages.
+    ``trackers``: experiment trackers every cell logs to (besides its spec's ``logging.trackers``), one
+    tracker run per cell grouped by the study's name, files in ``out/trackers``."""
     say = log or (lambda text: None)
+    if trackers:  # refused before anything is written: an unknown tracker, or one not installed
+        from ..config import LoggingSpec
+        from ..trackers import check_installed
+
+        from pydantic import ValidationError
+
+        try:
+            trackers = LoggingSpec(trackers=trackers).trackers
+        except ValidationError as exc:  # its message names the bad tracker
+            raise SpecError([f"--log: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"]) from None
+        check_installed(trackers)
     workers = workers or default_workers()
     if workers < 1 or threads_per_cell < 1:
         raise SpecError([f"--workers and --threads-per-cell must be at least 1 (got {workers}, {threads_per_cell})"])
@@ -58,6 +72,10 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
     if backend != "ray" and (address or gpus_per_cell):
         raise SpecError(["--address and --gpus-per-cell go with --backend ray"])
     out = Path(out)
+    if study is not None:  # trackers the cells' own specs name: refused now too, not in every cell
+        from ..trackers import check_installed
+
+        check_installed(sorted({t for cell in study.cells for t in cell.spec.logging.trackers}))
     if resume:
         folder = StudyDir.open(out)
     elif study is None:
@@ -80,7 +98,7 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
         try:
             return _sweep(folder, runner, backend=backend, workers=workers, address=address, gpus=gpus_per_cell,
                           threads=threads_per_cell, progress=progress, cell_reports=cell_reports, report=report,
-                          say=say)
+                          say=say, trackers=trackers or [])
         finally:
             folder.unlock()
     finally:
@@ -114,8 +132,11 @@ def _check_resources(study: Study, out: Path, force: bool, concurrent: int, say:
 
 
 def _sweep(folder: StudyDir, runner: Any, *, backend: str, workers: int, address: str | None, gpus: float,
-           threads: int, progress: bool, cell_reports: bool, report: bool, say: Any) -> SweepOutcome:
+           threads: int, progress: bool, cell_reports: bool, report: bool, say: Any,
+           trackers: list[str] | None = None) -> SweepOutcome:
     index = folder.read()
+    # Cells whose spec names trackers log too (a base spec's logging section): all of them into the study's folder.
+    log = {"names": list(trackers or []), "dir": str((folder.path / "trackers").resolve()), "group": index["name"]}
     t0 = time.perf_counter()
     outcome = SweepOutcome(folder.path)
     todo = []
@@ -134,7 +155,7 @@ def _sweep(folder: StudyDir, runner: Any, *, backend: str, workers: int, address
     if todo:
         runner = runner or _backend(backend, workers, address, gpus)
         try:
-            _schedule(runner, folder, index, by_name, todo, threads, cell_reports, progress, outcome, say)
+            _schedule(runner, folder, index, by_name, todo, threads, cell_reports, progress, outcome, say, log)
         except KeyboardInterrupt:
             index["status"] = "interrupted"
             folder.write(index)
@@ -168,7 +189,7 @@ def _cores(entry: dict, threads: int, slots: int) -> int:
 
 
 def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: list[dict], threads: int,
-              cell_reports: bool, progress: bool, outcome: SweepOutcome, say: Any) -> None:
+              cell_reports: bool, progress: bool, outcome: SweepOutcome, say: Any, log: dict | None = None) -> None:
     pending = list(todo)
     running: dict[Any, tuple[dict, int]] = {}  # handle -> (entry, cores)
     used = 0
@@ -187,7 +208,8 @@ def _schedule(runner: Any, folder: StudyDir, index: dict, by_name: dict, todo: l
                     pending.pop(0)
                     kwargs = {"name": entry["name"], "path": str((folder.path / entry["path"]).resolve()),
                               "spec": entry["spec"], "threads": threads, "report": cell_reports,
-                              "table": str((folder.path / TABLES / f"{entry['name']}.parquet").resolve())}
+                              "table": str((folder.path / TABLES / f"{entry['name']}.parquet").resolve()),
+                              "trackers": log}
                     running[runner.submit(kwargs, cores)] = (entry, cores)
                     used += cores
                     entry.update(status="running", started=now(), error=None)
@@ -228,6 +250,8 @@ def _record(entry: dict, result: dict, outcome: SweepOutcome) -> None:
         entry["traceback"] = result["traceback"]
     else:
         entry.pop("traceback", None)
+    if result.get("tracker_errors"):  # the cell completed; a tracker failed in it (recorded, said at the end)
+        entry["tracker_errors"] = outcome.tracker_errors[entry["name"]] = result["tracker_errors"]
     if status == "completed":
         outcome.completed.append(entry["name"])
     elif status == "interrupted":
@@ -240,11 +264,12 @@ class _Display:
     """One bar for the study (done, running, failed, time left) and one per running cell."""
 
     def __init__(self, total: int, done: int) -> None:
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
+        from ..progress import progress_bar  # rich's Progress; in Jupyter drawn as HTML updated in place
+
+        self.bar = progress_bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeElapsedColumn(), TimeRemainingColumn(), transient=False)
         self.study = self.bar.add_task("study", total=total, completed=done)
         self.cells: dict[str, Any] = {}
         self.failed = 0

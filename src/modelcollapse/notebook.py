@@ -192,7 +192,7 @@ class RunView:
         theory curves; for a vector metric (mixture weights) one band per component."""
         from .registry import UnknownNameError, suggest
         from .report import figures
-        from .report.sections import _description
+        from .report.sections import metric_figure
 
         run = self._report_run
         if metric not in run.scalars and metric not in run.vectors:
@@ -201,11 +201,8 @@ class RunView:
                 raise UnknownNameError(f"no metric values recorded yet in {where}")
             raise UnknownNameError(f"no metric {metric!r} in {where}{suggest(metric, self.metric_names)}")
         _inline_figures()
-        with figures.style():  # the report's path: sections.metric_section and vector_section
-            if metric in run.vectors:
-                return figures.component_weights(run.vectors[metric])
-            return figures.metric_curve(run.scalars[metric], metric, _description(run, metric),
-                                        run.theory[0].get(metric), run.spec.report.replicates_shown)
+        with figures.style():  # the report's own figure and style
+            return metric_figure(run, metric)
 
     # -- display ------------------------------------------------------------------------------------
     def _rows(self) -> Any:
@@ -249,7 +246,7 @@ class RunView:
         from . import schedules
         from .policies import POLICIES
         from .report.page import esc, num
-        from .report.sections import _spec_cell
+        from .report.sections import spec_cell
 
         spec, status = self.spec, self.status
         done, planned, replicates = self._progress()
@@ -260,7 +257,7 @@ class RunView:
         rows = [("directory", f"<code>{esc(str(self.path))}</code>"),
                 ("replicates × generations", f"{replicates} × {done} of {planned} generations (0–{planned - 1}) "
                                              "recorded"),
-                ("policy", esc(policy)), ("model", _spec_cell(spec.model)), ("data", _spec_cell(spec.data)),
+                ("policy", esc(policy)), ("model", spec_cell(spec.model)), ("data", spec_cell(spec.data)),
                 ("train size", esc(schedules.describe(spec.train_size, spec.generations)))]
         error = self.manifest.get("error") if status != "unknown" else None
         if error:

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from .. import metrics, schedules
 from ..policies import POLICIES
@@ -27,7 +28,8 @@ STATUS_TEXT = {
 }
 
 
-def _spec_cell(part: Any) -> str:
+def spec_cell(part: Any) -> str:
+    """A spec section as one escaped line: ``kind (key=value, ...)`` (the header's, a notebook summary's)."""
     fields = part.model_dump(mode="json")
     rest = ", ".join(f"{k}={json.dumps(v)}" for k, v in fields.items() if k != "kind")
     text = f"{fields['kind']}" + (f" ({rest})" if rest else "")
@@ -51,7 +53,7 @@ def header(run: Run, page: Page) -> None:
         ("replicates", f"{spec.replicates} ({len(run.stopped)} stopped)" if run.stopped else str(spec.replicates)),
         ("elapsed", esc(duration(man.get("elapsed_seconds")))),
         ("started / finished", esc(f"{man.get('started') or '–'} / {man.get('finished') or '–'}")),
-        ("data", _spec_cell(spec.data)), ("model", _spec_cell(spec.model)), ("policy", esc(policy)),
+        ("data", spec_cell(spec.data)), ("model", spec_cell(spec.model)), ("policy", esc(policy)),
         ("train size / held-out size", f"{esc(schedules.describe(spec.train_size, spec.generations))} / "
                                        f"{spec.heldout_size}"),
         ("seed", str(spec.seed)), ("metrics", esc(", ".join(spec.metrics))),
@@ -90,9 +92,8 @@ def metric_section(run: Run, page: Page) -> None:
     for name, values in run.scalars.items():
         if name in drawn_elsewhere:
             continue
-        description = _description(run, name)
-        curve = found.get(name)
-        fig = figures.metric_curve(values, name, description, curve, run.spec.report.replicates_shown)
+        description, curve = _description(run, name), found.get(name)
+        fig = metric_figure(run, name)
         caption = (f"<b>{esc(name)}</b>: {esc(description)}. Median [5%, 95%] over replicates at generation 0: "
                    f"{_summary(values, 0)}; at generation {last}: {_summary(values, last)}.")
         if curve is not None:
@@ -100,13 +101,22 @@ def metric_section(run: Run, page: Page) -> None:
         page.figure(f"metric_{safe_name(name)}", fig, caption)
 
 
+def metric_figure(run: Run, name: str) -> Figure:
+    """The report's figure of one metric: a scalar's median, 5-95% band, a few replicates and the theory
+    curves that apply; a vector metric's band per component (a notebook's ``RunView.plot`` draws this too)."""
+    if name in run.vectors:
+        return figures.component_weights(run.vectors[name])
+    return figures.metric_curve(run.scalars[name], name, _description(run, name), run.theory[0].get(name),
+                                run.spec.report.replicates_shown)
+
+
 def vector_section(run: Run, page: Page) -> None:
-    for name, values in run.vectors.items():
+    for name in run.vectors:
         if name in run.drawn:  # a data kind's section has drawn it its own way (the class mix)
             continue
         description = _description(run, name)
         page.add(f"<h2>{esc(name)}</h2>")
-        page.figure(f"vector_{safe_name(name)}", figures.component_weights(values), esc(
+        page.figure(f"vector_{safe_name(name)}", metric_figure(run, name), esc(
             f"{description}. Median over replicates with the 5–95% band, component by size rank."))
 
 

@@ -54,15 +54,9 @@ def sweep(study: Study | None, out: Path | str, *, resume: bool = False, backend
     tracker run per cell grouped by the study's name, files in ``out/trackers``."""
     say = log or (lambda text: None)
     if trackers:  # refused before anything is written: an unknown tracker, or one not installed
-        from ..config import LoggingSpec
-        from ..trackers import check_installed
+        from ..trackers import check_installed, tracker_names
 
-        from pydantic import ValidationError
-
-        try:
-            trackers = LoggingSpec(trackers=trackers).trackers
-        except ValidationError as exc:  # its message names the bad tracker
-            raise SpecError([f"--log: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"]) from None
+        trackers = tracker_names(trackers, "--log")
         check_installed(trackers)
     workers = workers or default_workers()
     if workers < 1 or threads_per_cell < 1:

@@ -11,7 +11,7 @@ the report and figures. ``modelcollapse export DIR --to ...`` sends a finished r
 
 from __future__ import annotations
 
-from .base import Session, Tracker, TrackerWarning, check_installed
+from .base import Session, Tracker, TrackerWarning, check_installed, tracker_names
 from .records import GenerationLog, summarize
 
 #: name -> "module:class", imported only when asked for
@@ -21,4 +21,4 @@ TRACKERS = {
     "wandb": "modelcollapse.trackers.wandb:WandbTracker",
 }
 
-__all__ = ["TRACKERS", "GenerationLog", "Session", "Tracker", "TrackerWarning", "check_installed", "summarize"]
+__all__ = ["TRACKERS", "GenerationLog", "Session", "Tracker", "TrackerWarning", "check_installed", "summarize", "tracker_names"]

@@ -69,6 +69,19 @@ def tracker_class(name: str) -> type[Tracker]:
     return getattr(importlib.import_module(module), cls)
 
 
+def tracker_names(names: Any, flag: str) -> list[str]:
+    """``names`` (a list, or "a,b" as a flag takes them) checked as ``logging.trackers`` checks them: an
+    unknown one is a :class:`SpecError` naming ``flag`` with a did-you-mean."""
+    from pydantic import ValidationError
+
+    from ..config import LoggingSpec
+
+    try:
+        return LoggingSpec(trackers=names).trackers
+    except ValidationError as exc:  # its message names the bad tracker
+        raise SpecError([f"{flag}: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"]) from None
+
+
 def check_installed(names: list[str]) -> None:
     """Refuse, before any work, trackers whose package is missing: say how to install each."""
     missing = []

@@ -12,11 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from pydantic import ValidationError
-
 from ..errors import SpecError
 from ..store import RunDirError, RunStore
-from .base import Session, run_key
+from .base import Session, run_key, tracker_names
 from .records import replay
 
 
@@ -26,14 +24,11 @@ def export(path: Path | str, to: list[str], *, folder: Path | str | None = None,
     """Send run (or study) directory ``path`` to the trackers ``to``; return ``{"runs": [...], "failed":
     {tracker: error}}``. ``folder``: where tracker files go (default: ``DIR/trackers``).
     ``on_run(name, generations)`` is called after each run is sent."""
-    from ..config import LoggingSpec, load_spec
+    from ..config import load_spec
     from ..study.index import is_study_dir
 
     path = Path(path)
-    try:
-        names = LoggingSpec(trackers=to).trackers
-    except ValidationError as exc:  # its message names the bad tracker
-        raise SpecError([f"--to: {exc.errors()[0]['msg'].removeprefix('Value error, ')}"]) from None
+    names = tracker_names(to, "--to")
     if not names:
         raise SpecError(["--to: name at least one tracker (tensorboard, mlflow, wandb)"])
     if is_study_dir(path):

@@ -18,10 +18,13 @@ from sklearn.mixture import GaussianMixture
 from sklearn.mixture._gaussian_mixture import _estimate_gaussian_parameters
 
 from modelcollapse.models import batched_em as B
+from modelcollapse.models import em_kernels as C
 from modelcollapse.models.base import ReplicatedModel
 from modelcollapse.models.gmm import BatchedGMM, GMMModel
 
 TYPES = list(B.COVARIANCE_TYPES)
+#: The two CPU implementations of the same steps: numpy arrays (also the torch path) and compiled.
+IMPLS = [pytest.param(B, id="arrays"), pytest.param(C, id="compiled")]
 
 
 def _data(R: int = 4, N: int = 300, d: int = 2, seed: int = 0) -> np.ndarray:
@@ -35,8 +38,9 @@ def _sklearn_precisions(cov: np.ndarray, covariance_type: str) -> np.ndarray:
     return 1.0 / cov if covariance_type in ("diag", "spherical") else np.linalg.inv(cov)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_em_equals_scikit_learn_from_the_same_start(covariance_type: str) -> None:
+def test_em_equals_scikit_learn_from_the_same_start(covariance_type: str, impl) -> None:
     X = _data(R=3, N=400, d=2)
     K = 3
     for r in range(3):
@@ -49,7 +53,7 @@ def test_em_equals_scikit_learn_from_the_same_start(covariance_type: str) -> Non
         gm = GaussianMixture(K, covariance_type=covariance_type, tol=1e-8, max_iter=500, weights_init=weights,
                              means_init=means, precisions_init=prec).fit(X[r])
         init = B.from_precisions(weights[None], means[None], prec[None], covariance_type)
-        ours = B.em(X[r : r + 1], init, covariance_type=covariance_type, tol=1e-8, max_iter=500)
+        ours = impl.em(X[r : r + 1], init, covariance_type=covariance_type, tol=1e-8, max_iter=500)
         assert ours.converged[0] and gm.converged_
         assert ours.n_iter[0] == gm.n_iter_
         # 1e-6 relative: the requirement; the observed difference is about 1e-13 (summation order).
@@ -59,11 +63,12 @@ def test_em_equals_scikit_learn_from_the_same_start(covariance_type: str) -> Non
         np.testing.assert_allclose(ours.lower_bound[0], gm.lower_bound_, rtol=1e-6)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("covariance_type", TYPES)
-def test_initial_parameters_are_scikit_learns(covariance_type: str) -> None:
+def test_initial_parameters_are_scikit_learns(covariance_type: str, impl) -> None:
     X = _data(R=2, N=200, d=3)
     resp = np.random.default_rng(1).dirichlet(np.ones(3), size=(2, 200))  # (R, N, K)
-    ours = B.initial_parameters(X, np.swapaxes(resp, 1, 2), 1e-6, covariance_type)
+    ours = impl.initial_parameters(X, np.swapaxes(resp, 1, 2), 1e-6, covariance_type)
     for r in range(2):
         nk, means, cov = _estimate_gaussian_parameters(X[r], resp[r], 1e-6, covariance_type)
         np.testing.assert_allclose(ours.weights[r], nk / 200, rtol=1e-12)
@@ -81,6 +86,39 @@ def test_lloyd_iterations_match_scikit_learn_kmeans_from_the_same_seeds(monkeypa
         np.testing.assert_array_equal(ours[r], km.labels_)
 
 
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_compiled_kmeans_takes_the_array_versions_draws_and_steps(d: int) -> None:
+    """The compiled k-means++ seeds and Lloyd labels are the array version's (scikit-learn's steps,
+    checked against scikit-learn above): the same draws from each replicate's generator, the same
+    distance formula; only an exact tie in a float sum could part them, which these data do not have."""
+    for K in (2, 3, 5):
+        X = _data(R=5, N=257, d=d, seed=K)
+        rngs = lambda: [np.random.default_rng(s) for s in range(5)]  # noqa: E731
+        np.testing.assert_array_equal(C.kmeans_plusplus(X, K, rngs()), B.kmeans_plusplus(X, K, rngs()))
+        np.testing.assert_array_equal(C.kmeans(X, K, rngs()), B.kmeans(X, K, rngs()))
+    X[2, 100:] = X[2, 0]  # many equal points: an emptied cluster takes the farthest point, as the array version
+    np.testing.assert_array_equal(C.kmeans(X, 5, rngs()), B.kmeans(X, 5, rngs()))
+
+
+@pytest.mark.parametrize("K", [2, 3])  # two components take a path of their own in the E-step
+@pytest.mark.parametrize("covariance_type", TYPES)
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_compiled_fit_equals_the_array_fit(covariance_type: str, init_params: str, K: int) -> None:
+    """The whole fit (initialisation, n_init starts, EM) compiled and in numpy arrays: the same
+    iterations and the parameters to 1e-9 relative (observed: about 1e-12; the two sum in other orders).
+    One start: of two starts that reach the same mixture with its components in another order, the
+    better lower bound is a matter of rounding, and the two versions may keep different ones."""
+    X = _data(R=6, N=300, d=2, seed=7)
+    kw = dict(n_components=K, covariance_type=covariance_type, tol=1e-6, max_iter=500, init_params=init_params)
+    rngs = lambda: [np.random.default_rng(s) for s in range(6)]  # noqa: E731
+    arrays, compiled = B.fit(X, rngs(), **kw, compiled=False), B.fit(X, rngs(), **kw, compiled=True)
+    np.testing.assert_array_equal(compiled.n_iter, arrays.n_iter)
+    np.testing.assert_array_equal(compiled.converged, arrays.converged)
+    for name in ("weights", "means", "covariances", "precisions_cholesky", "lower_bound"):
+        np.testing.assert_allclose(getattr(compiled, name), getattr(arrays, name), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+
+
 @pytest.mark.parametrize("method", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_initialisations_are_responsibilities_from_each_replicates_own_stream(method: str) -> None:
     X = _data(R=3, N=120)
@@ -94,11 +132,13 @@ def test_initialisations_are_responsibilities_from_each_replicates_own_stream(me
     np.testing.assert_array_equal(alone[0], resp[1])  # replicate 1 alone gets the same start
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["arrays", "compiled"])
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("init_params", ["kmeans", "random"])
-def test_a_replicates_fit_does_not_depend_on_its_batch(covariance_type: str, init_params: str) -> None:
+def test_a_replicates_fit_does_not_depend_on_its_batch(covariance_type: str, init_params: str, compiled: bool) -> None:
     X = _data(R=6, N=250)
-    kw = dict(n_components=3, covariance_type=covariance_type, tol=1e-6, max_iter=300, init_params=init_params, n_init=2)
+    kw = dict(n_components=3, covariance_type=covariance_type, tol=1e-6, max_iter=300, init_params=init_params, n_init=2,
+              compiled=compiled)
     whole = B.fit(X, [np.random.default_rng(s) for s in range(6)], **kw)
     for part in ([0, 1], [2, 3, 4, 5], [5]):
         sub = B.fit(X[part], [np.random.default_rng(s) for s in part], **kw)
@@ -106,11 +146,12 @@ def test_a_replicates_fit_does_not_depend_on_its_batch(covariance_type: str, ini
             np.testing.assert_array_equal(getattr(sub, name), getattr(whole, name)[part], err_msg=name)
 
 
-def test_masked_replicates_keep_their_converged_parameters() -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["arrays", "compiled"])
+def test_masked_replicates_keep_their_converged_parameters(compiled: bool) -> None:
     X = _data(R=5, N=300)
     rngs = lambda: [np.random.default_rng(s) for s in range(5)]  # noqa: E731
-    capped = B.fit(X, rngs(), n_components=3, tol=1e-9, max_iter=4)
-    free = B.fit(X, rngs(), n_components=3, tol=1e-9, max_iter=400)
+    capped = B.fit(X, rngs(), n_components=3, tol=1e-9, max_iter=4, compiled=compiled)
+    free = B.fit(X, rngs(), n_components=3, tol=1e-9, max_iter=400, compiled=compiled)
     early = free.n_iter <= 4
     assert early.any() and not early.all()  # some replicates stop while the others go on
     np.testing.assert_array_equal(capped.means[early], free.means[early])
@@ -138,9 +179,10 @@ def test_batched_gmm_equals_per_replicate_fits_and_ignores_workers() -> None:
                                np.stack([m.log_prob(x) for m, x in zip(batched.models, X[:, :40])]), rtol=1e-12)
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["arrays", "compiled"])
 @pytest.mark.parametrize("covariance_type", TYPES)
 @pytest.mark.parametrize("case", ["all equal", "two points", "emptied component"])
-def test_degenerate_data_gives_no_nan_and_no_warning(covariance_type: str, case: str) -> None:
+def test_degenerate_data_gives_no_nan_and_no_warning(covariance_type: str, case: str, compiled: bool) -> None:
     N = 200
     X = {"all equal": np.full((2, N, 2), 1.5),
          "two points": np.where((np.arange(N) % 2)[None, :, None] == 0, 0.0, 3.0) + np.zeros((2, N, 2)),
@@ -149,7 +191,7 @@ def test_degenerate_data_gives_no_nan_and_no_warning(covariance_type: str, case:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         mix = B.fit(X, [np.random.default_rng(s) for s in range(2)], n_components=3, covariance_type=covariance_type,
-                    tol=1e-5, max_iter=200)
+                    tol=1e-5, max_iter=200, compiled=compiled)
         model = GMMModel(n_components=3, covariance_type=covariance_type).fit(X[0], rng=np.random.default_rng(0))
         model.sample(10, rng=np.random.default_rng(1))
     assert not mix.failed

@@ -90,10 +90,9 @@ class Chain:
         self.cache: dict[str, Any] = {}
         self.history: list[Batch] = []  # synthetic sets the policy may still need
         # An accumulating chain of a family with additive statistics keeps those, not the pool: each
-        # generation costs O(train_size), not O(g * train_size). (A data kind that stores extras of
-        # the training set, images or text, keeps the pool.)
-        self.incremental = uses_statistics(type(self.policy), self.family.cls) and \
-            type(self.source).extras is Source.extras
+        # generation costs O(train_size), not O(g * train_size). (A data kind whose extras read the
+        # training set beyond its real examples keeps the pool: see Source.extras_need_pool.)
+        self.incremental = uses_statistics(type(self.policy), self.family.cls) and not _extras_need_pool(self.source)
         self.stats: dict[str, np.ndarray] | None = None
         self.stopped: dict[int, str] = {}
         self.real: Batch | None = None
@@ -161,7 +160,10 @@ class Chain:
         """Fit generation g on ``train``, or on the running statistics when ``train`` is None."""
         if train is None:
             self.model.fit_statistics(self.stats)
-            newly, not_converged = {}, 0
+            # A family fitted per replicate may stop a replicate whose statistics it cannot fit.
+            newly = {r: why for r, why in self.model.stopped.items() if r not in self.stopped} \
+                if isinstance(self.model, ReplicatedModel) else {}
+            not_converged = 0
         elif isinstance(self.model, ReplicatedModel):
             weights = {} if train.weight is None else {"sample_weight": train.weight, "min_size": self.min_size}
             self.model.fit(train.X, rng=self.streams["fit"], workers=self.spec.workers, pool=self.pool,
@@ -203,7 +205,9 @@ class Chain:
             row = self.sizes[: g + 1].copy()
             row[0] = len(self.real)
             counts = np.broadcast_to(row, (R, g + 1))  # the same for every replicate: one row, not R
-            extras, lineage = {}, {}
+            # The source's extras read at most the real examples of the training set (extras_need_pool is
+            # False, or the chain would keep the pool): under an additive policy those are the real set.
+            extras, lineage = self.source.extras(ctx, self.real), {}
         else:
             counts, extras = provenance_counts(train.origin, g, train.weight), self.source.extras(ctx, train)
             lineage = lineage_arrays(train) if g else {}
@@ -231,8 +235,18 @@ class Chain:
                 rng_state: dict[str, np.ndarray], stats: dict[str, np.ndarray] | None = None) -> None:
         """Put the chain back where a checkpoint left it (the loop reads the files). ``history`` is
         read one set at a time: a chain that keeps statistics takes them from the checkpoint (``stats``),
-        or adds up the stored sets in the order the run did (a run directory of version 0.1)."""
+        or adds up the stored sets in the order the run did (a run directory of version 0.1, or one written
+        before its family kept statistics: the n-gram's)."""
         self.real = real
+        self.heldout = heldout if self.source.stores_heldout else self.source.heldout(self.spec, self.needs, [])
+        self.stopped = dict(stopped)
+        # The models first: a family fitted per replicate adds up statistics of its running replicates only.
+        if isinstance(self.model, ReplicatedModel):
+            self.model.load_state_dict(model_state, stopped=self.stopped)
+            self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state, stopped=stopped0)
+        else:
+            self.model.load_state_dict(model_state)
+            self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state)
         if self.incremental and stats is not None:
             self.stats, self.history = dict(stats), []
         elif self.incremental:
@@ -242,15 +256,13 @@ class Chain:
             self.history = []
         else:
             self.history = list(history)
-        self.heldout = heldout if self.source.stores_heldout else self.source.heldout(self.spec, self.needs, [])
-        self.stopped = dict(stopped)
-        if isinstance(self.model, ReplicatedModel):
-            self.model.load_state_dict(model_state, stopped=self.stopped)
-            self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state, stopped=stopped0)
-        else:
-            self.model.load_state_dict(model_state)
-            self.model0 = make_model(self.spec, self.source).load_state_dict(model0_state)
         self.streams.load_state_arrays(rng_state)
+
+
+def _extras_need_pool(source: Source) -> bool:
+    """Whether the data kind's extras read the training set beyond its real examples: a source that
+    stores no extras reads nothing, one that does says so (:attr:`Source.extras_need_pool`)."""
+    return type(source).extras is not Source.extras and bool(getattr(source, "extras_need_pool", True))
 
 
 def _rows(mask: np.ndarray, ndim: int) -> np.ndarray:

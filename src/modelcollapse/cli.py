@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
                                                          "(as `modelcollapse repair` does)")
     r.add_argument("--force", action="store_true", help="run even when the estimated memory or disk exceeds "
                                                         "what this machine has")
-    r.add_argument("--workers", type=int, help="processes for families fitted per replicate (gmm, kde); "
+    r.add_argument("--workers", type=int, help="processes for families fitted per replicate (gmm, vae); "
                                                     "for a study, the cores it may use")
     r.add_argument("--no-report", action="store_true", help="skip the HTML report at the end (a study: its own "
                                                             "and every cell's)")

@@ -38,6 +38,12 @@ class Source:
     #: Whether the held-out examples are drawn per replicate and saved in ``real.npz`` (a dataset's
     #: fixed test split is not: it is rebuilt from the spec).
     stores_heldout: ClassVar[bool] = True
+    #: Whether :meth:`extras` reads more of its ``train`` than the real examples in it. A source that reads
+    #: at most those says False (images count their classes; text stores samples and reads no training
+    #: data): an accumulating chain that keeps running statistics instead of the pool then hands it the
+    #: real set, which is the whole real part of an additive policy's training set. True, the safe
+    #: default for a source that overrides ``extras``, keeps the pool so that the training set exists.
+    extras_need_pool: ClassVar[bool] = True
 
     def __init__(self, spec: "DataSpec", truth: Any) -> None:
         self.spec, self.truth = spec, truth
@@ -67,7 +73,9 @@ class Source:
         return {}
 
     def extras(self, ctx: Any, train: Batch) -> dict[str, np.ndarray]:
-        """Arrays stored with each generation for the report (sample previews, class counts)."""
+        """Arrays stored with each generation for the report (sample previews, class counts). ``train`` is
+        the generation's training set, or only its real examples where :attr:`extras_need_pool` is False
+        and the chain keeps running statistics instead of the pool."""
         return {}
 
     def preview_texts(self, extras: dict[str, np.ndarray]) -> list[str]:

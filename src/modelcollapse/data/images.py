@@ -32,6 +32,7 @@ class ImageSource(Source):
     """Draws real images without replacement, with their labels; the held-out split is the dataset's."""
 
     stores_heldout = False
+    extras_need_pool = False  # extras count the classes of the real examples only
     truth: ImageDataset
 
     def model_params(self) -> dict[str, Any]:

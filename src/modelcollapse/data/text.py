@@ -31,6 +31,7 @@ class TextSource(Source):
     """Draws real blocks without replacement; the held-out blocks are the test split's first ``heldout_size``."""
 
     stores_heldout = False
+    extras_need_pool = False  # extras store the metrics' samples (ctx.memo) and never read the training set
     truth: TextDataset
 
     def model_params(self) -> dict[str, Any]:

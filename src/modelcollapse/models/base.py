@@ -199,6 +199,34 @@ class ReplicatedModel:
     def log_prob(self, X: np.ndarray) -> np.ndarray:
         return _stack_with_nan([m.log_prob(x) if m is not None else None for m, x in zip(self.models, X)])
 
+    # -- additive statistics, one replicate at a time (see uses_statistics) --------------------
+    # A family fitted per replicate whose fit is a function of additive statistics (the n-gram's counts)
+    # keeps them under ``accumulate`` like a batched one: each running replicate's, stacked on a leading
+    # axis as ``state_dict`` stacks states (ragged arrays padded, ``<key>#rows`` their lengths). A stopped
+    # replicate's rows are zeros of the right dtype: it is never fitted again, so they are never read.
+    def statistics(self, X: np.ndarray, shift: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Replicate r's statistics of its own data ``X[r]`` (and ``shift[r]``), stacked."""
+        family = self.factory()
+        return _stack_exact([None if r in self.stopped else
+                             family.statistics(X[r], None if shift is None else shift[r])
+                             for r in range(len(self.models))])
+
+    def add_statistics(self, a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        family = self.factory()
+        return _stack_exact([None if r in self.stopped else family.add_statistics(_row(a, r), _row(b, r))
+                             for r in range(len(self.models))])
+
+    def fit_statistics(self, stats: dict[str, np.ndarray]) -> "ReplicatedModel":
+        """Fit every running replicate from its own statistics; one whose fit fails is stopped, as in :meth:`fit`."""
+        for r in range(len(self.models)):
+            if r in self.stopped:
+                continue
+            try:
+                self.models[r] = self.factory().fit_statistics(_row(stats, r))
+            except (FitError, ValueError, np.linalg.LinAlgError) as exc:
+                self.models[r], self.stopped[r] = None, f"{type(exc).__name__}: {exc}"
+        return self
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Every replicate's state stacked on a leading axis. A state that holds training examples (a KDE's
         points, an n-gram's blocks) is longer for a replicate a filter left more examples: such arrays are
@@ -223,11 +251,7 @@ class ReplicatedModel:
             if r in self.stopped:
                 self.models[r] = None
                 continue
-            own = {k: v[r] for k, v in state.items() if not k.endswith(RAGGED)}
-            for k in own:
-                if k + RAGGED in state:
-                    own[k] = own[k][: int(state[k + RAGGED][r])]
-            self.models[r] = self.factory().load_state_dict(own)
+            self.models[r] = self.factory().load_state_dict(_row(state, r))
         return self
 
 
@@ -271,6 +295,34 @@ def _map(fn: Callable, items: list, workers: int, pool: Any = None) -> list:
 
 #: Suffix of the per-replicate lengths of a state array whose replicates hold different numbers of rows.
 RAGGED = "#rows"
+
+
+def _row(stacked: dict[str, np.ndarray], r: int) -> dict[str, np.ndarray]:
+    """Replicate r's arrays of a stacked state or statistics, ragged ones cut to their own length."""
+    own = {k: v[r] for k, v in stacked.items() if not k.endswith(RAGGED)}
+    for k in own:
+        if k + RAGGED in stacked:
+            own[k] = own[k][: int(stacked[k + RAGGED][r])]
+    return own
+
+
+def _stack_exact(per: list[dict[str, np.ndarray] | None]) -> dict[str, np.ndarray]:
+    """Per-replicate dicts of arrays stacked on a leading axis, keeping their dtype (counts stay exact
+    integers); ragged arrays are padded with ``<key>#rows`` their lengths, a missing replicate is zeros."""
+    template = next((d for d in per if d is not None), None)
+    if template is None:
+        return {}
+    out = {}
+    for k in template:
+        arrays = [None if d is None else np.asarray(d[k]) for d in per]
+        like = np.asarray(template[k])
+        if len({a.shape for a in arrays if a is not None}) > 1:
+            rows = np.array([0 if a is None else len(a) for a in arrays], dtype=np.int64)
+            arrays = [None if a is None else _pad_rows(a, int(rows.max())) for a in arrays]
+            like = _pad_rows(like, int(rows.max()))
+            out[k + RAGGED] = rows
+        out[k] = np.stack([np.zeros_like(like) if a is None else a for a in arrays])
+    return out
 
 
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:

@@ -18,6 +18,7 @@ the precisions (R, K, d, d) "full", (R, d, d) "tied", (R, K, d) "diag", (R, K) "
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,23 +312,28 @@ def full_covariances(cov: np.ndarray, covariance_type: str, n_components: int, d
 
 
 # -- initialisation -------------------------------------------------------------------------------
-def initial_responsibilities(X: np.ndarray, n_components: int, method: str, rngs: list[np.random.Generator]
-                             ) -> np.ndarray:
+def initial_responsibilities(X: np.ndarray, n_components: int, method: str, rngs: list[np.random.Generator],
+                             compiled: bool = False) -> np.ndarray:
     """(R, K, N) starting responsibilities by scikit-learn's ``init_params`` rules, replicate r drawing
     from ``rngs[r]`` only: "kmeans" (k-means++ seeding, then Lloyd's iterations), "k-means++" (the
-    seeds alone), "random" (uniform responsibilities) or "random_from_data" (K distinct points)."""
+    seeds alone), "random" (uniform responsibilities) or "random_from_data" (K distinct points).
+    ``compiled``: k-means from :mod:`.em_kernels` (the same draws; the same labels but on exact ties)."""
     R, N, _ = X.shape
     K = n_components
+    if compiled and method in ("kmeans", "k-means++"):
+        from . import em_kernels as impl
+    else:
+        impl = sys.modules[__name__]
     if method == "random":
         resp = np.stack([g.uniform(size=(N, K)).T for g in rngs])
         return resp / resp.sum(axis=1, keepdims=True)
     if method == "kmeans":
-        labels = kmeans(X, K, rngs)
+        labels = impl.kmeans(X, K, rngs)
         return (labels[:, None, :] == np.arange(K)[None, :, None]).astype(float)
     if method == "random_from_data":
         idx = np.stack([g.choice(N, size=K, replace=False) for g in rngs])
     elif method == "k-means++":
-        idx = kmeans_plusplus(X, K, rngs)
+        idx = impl.kmeans_plusplus(X, K, rngs)
     else:
         raise ValueError(f"init_params must be one of kmeans, k-means++, random, random_from_data, got {method!r}")
     resp = np.zeros((R, K, N))
@@ -416,11 +422,15 @@ def kmeans(X: np.ndarray, n_clusters: int, rngs: list[np.random.Generator], max_
 
 def fit(X: np.ndarray, rngs: list[np.random.Generator], *, n_components: int, covariance_type: str = "full",
         tol: float = 1e-3, reg_covar: float = 1e-6, max_iter: int = 100, n_init: int = 1,
-        init_params: str = "kmeans", device: Any = None) -> Mixtures:
+        init_params: str = "kmeans", device: Any = None, compiled: bool | None = None) -> Mixtures:
     """Initialise and run EM for every replicate, ``n_init`` times each, keeping each replicate's best
     lower bound (the first on a tie, as scikit-learn does). A replicate fails (``failed``) when any of
     its starts does, or when it has fewer points than components. The initialisations are drawn
-    with numpy; EM runs on ``device`` (a torch device) when given, else in numpy."""
+    with numpy; EM runs on ``device`` (a torch device) when given, else on the CPU: compiled
+    (:mod:`.em_kernels`, the default there) or in numpy arrays (``compiled=False``, this module)."""
+    compiled = device is None if compiled is None else compiled
+    if compiled and device is not None:
+        raise ValueError("compiled EM runs on the CPU with numpy arrays: device must be None")
     R, N, _ = X.shape
     failed: dict[int, str] = {}
     if N < n_components:
@@ -431,11 +441,21 @@ def fit(X: np.ndarray, rngs: list[np.random.Generator], *, n_components: int, co
     Xs = np.where(finite[:, None, None], X, 0.0)
     best: Mixtures | None = None
     for _ in range(n_init):  # starts one after another: each replicate's generator is used in order
-        resp = initial_responsibilities(Xs, n_components, init_params, rngs)
-        init = initial_parameters(Xs, resp, reg_covar, covariance_type)
+        resp = initial_responsibilities(Xs, n_components, init_params, rngs, compiled=compiled)
+        if compiled:
+            from .em_kernels import initial_parameters as compiled_initial
+
+            init = compiled_initial(Xs, resp, reg_covar, covariance_type)
+        else:
+            init = initial_parameters(Xs, resp, reg_covar, covariance_type)
         failed.update(init.failed)
         skip = np.isin(np.arange(R), list(failed))
-        if device is None:
+        if compiled:
+            from .em_kernels import em as compiled_em
+
+            run = compiled_em(Xs, init, covariance_type=covariance_type, tol=tol, max_iter=max_iter,
+                              reg_covar=reg_covar, skip=skip)
+        elif device is None:
             run = em(Xs, init, covariance_type=covariance_type, tol=tol, max_iter=max_iter, reg_covar=reg_covar,
                      skip=skip)
         else:

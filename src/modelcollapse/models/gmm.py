@@ -56,10 +56,11 @@ class GMMModel(BaseModel):
     """Gaussian mixture fitted by expectation-maximisation.
 
     The hyperparameters are :class:`sklearn.mixture.GaussianMixture`'s. ``backend="batched"``
-    (the default) fits with :mod:`.batched_em`, scikit-learn's algorithm batched over replicates,
-    drawing its initialisation from the ``rng`` given to :meth:`fit`, on ``device`` ("numpy", or a
-    torch device: "cpu", "cuda", "auto"); ``backend="sklearn"`` fits with scikit-learn itself, its
-    ``random_state`` set from that ``rng``. :meth:`sample` draws through the generator it is given
+    (the default) fits with :mod:`.batched_em`, scikit-learn's algorithm for every replicate at once,
+    drawing its initialisation from the ``rng`` given to :meth:`fit`, on ``device``: "numpy" (the
+    CPU, compiled by numba: :mod:`.em_kernels`) or a torch device ("cpu", "cuda", "auto": the same
+    steps on tensors); ``backend="sklearn"`` fits with scikit-learn itself, its ``random_state``
+    set from that ``rng``. :meth:`sample` draws through the generator it is given
     (scikit-learn's own ``sample`` reuses the stored seed, which would freeze a chain's randomness).
 
     Examples
@@ -206,10 +207,12 @@ class GMMModel(BaseModel):
         self._check_fitted()
         roots = psd_sqrt(self.covariances_)
 
+        from .em_kernels import mixture_draws  # numba loads on first use (CLI start-up)
+
         def one(g: np.random.Generator) -> np.ndarray:
-            comp = g.choice(len(self.weights_), size=n, p=self.weights_ / self.weights_.sum())
+            u = g.random(n)  # the uniforms Generator.choice(K, size=n, p=weights) would draw
             z = g.standard_normal((n, self.means_.shape[1]))
-            return self.means_[comp] + np.einsum("nd,nde->ne", z, roots[comp])
+            return mixture_draws(u[None], z[None], self.weights_[None], self.means_[None], roots[None])[0]
 
         return draw(rng, one)
 
@@ -268,7 +271,7 @@ class BatchedGMM(ReplicatedModel):
             if not rs:
                 continue
             where = {r: i for i, r in enumerate(rs)}
-            for c in _chunks(rs, _chunk_size(Xg.shape[1], Xg.shape[2], proto.n_components), workers):
+            for c in _chunks(rs, _chunk_size(Xg.shape[1], Xg.shape[2], proto.n_components, proto.device), workers):
                 chunks.append(c)
                 jobs.append((proto.em_params(), Xg[[where[r] for r in c]] if sample_weight is not None else Xg[c],
                              [seeds[r] for r in c], proto.device))
@@ -298,15 +301,15 @@ class BatchedGMM(ReplicatedModel):
         running, w, mu, cov = self._stacked()
         if not running:
             raise FitError("every replicate has stopped")
+        from .em_kernels import mixture_draws
+
         roots = psd_sqrt(cov)  # (R', K, d, d)
-        p = w / w.sum(axis=-1, keepdims=True)
-        comp = np.empty((len(running), n), dtype=np.int64)
+        u = np.empty((len(running), n))
         z = np.empty((len(running), n, mu.shape[-1]))
         for i, r in enumerate(running):
-            comp[i] = rng[r].choice(w.shape[-1], size=n, p=p[i])
-            z[i] = rng[r].standard_normal((n, mu.shape[-1]))
-        rows = np.arange(len(running))[:, None]
-        draws = mu[rows, comp] + np.einsum("rnd,rnde->rne", z, roots[rows, comp])
+            rng[r].random(out=u[i])
+            rng[r].standard_normal(out=z[i])
+        draws = mixture_draws(u, z, w, mu, roots)
         out: list[np.ndarray | None] = [None] * len(self.models)
         for i, r in enumerate(running):
             out[r] = draws[i]
@@ -330,9 +333,12 @@ class BatchedGMM(ReplicatedModel):
         return _stack_with_nan(out)
 
 
-def _chunk_size(n: int, d: int, k: int) -> int:
-    """Replicates per EM call within :data:`EM_MEMORY_BUDGET`: the full-covariance step holds
-    about (d + 4) arrays of N x K floats per replicate."""
+def _chunk_size(n: int, d: int, k: int, device: str = "numpy") -> int:
+    """Replicates per EM call within :data:`EM_MEMORY_BUDGET`: the array version's full-covariance
+    step holds about (d + 4) arrays of N x K floats per replicate. The compiled version works on one
+    replicate at a time (its working memory is a few arrays of N): one call for all."""
+    if device == "numpy":
+        return 2**62
     return max(1, EM_MEMORY_BUDGET // (8 * n * k * (d + 4)))
 
 
@@ -351,6 +357,8 @@ def _fit_chunk(job: tuple) -> batched_em.Mixtures:
     from threadpoolctl import threadpool_limits
 
     rngs = [np.random.default_rng(s) for s in seeds]
+    if device == "numpy":  # compiled: no BLAS call to limit (and threadpoolctl's scan cost 10% of a generation)
+        return batched_em.fit(X, rngs, **params)
     # One BLAS thread: EM's many small products gain nothing from more (as for a per-replicate fit).
     with threadpool_limits(limits=1):
         return batched_em.fit(X, rngs, **params, device=_torch_device(device))

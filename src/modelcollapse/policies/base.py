@@ -108,10 +108,12 @@ class Policy:
 
 def uses_statistics(policy_cls: type, family_cls: type) -> bool:
     """Whether a chain fits from running sufficient statistics instead of the accumulated pool: an
-    additive policy and a batched family that offers ``statistics`` and ``fit_statistics``."""
-    return bool(getattr(policy_cls, "additive", False) and getattr(family_cls, "batched", False)
-                and callable(getattr(family_cls, "statistics", None))
-                and callable(getattr(family_cls, "fit_statistics", None)))
+    additive policy and a family that offers ``statistics``, ``add_statistics`` and ``fit_statistics``.
+    A batched family keeps them for all replicates at once; one fitted per replicate (the n-gram) keeps
+    each replicate's, through :class:`~modelcollapse.models.ReplicatedModel`, which stacks them."""
+    return bool(getattr(policy_cls, "additive", False)
+                and all(callable(getattr(family_cls, name, None))
+                        for name in ("statistics", "add_statistics", "fit_statistics")))
 
 
 class PolicySpec(Spec):

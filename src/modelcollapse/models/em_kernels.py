@@ -4,9 +4,9 @@ a time inside one compiled call (numba), on the CPU.
 Why a second implementation: the array version (:func:`.batched_em.em`) makes about sixty numpy
 passes over (R, K, N) arrays per EM iteration, each allocating its result, and keeps every
 replicate in the batch until the slowest converges; it stops at about 10x scikit-learn's loop.
-Here an iteration is two passes over a replicate's points (the E-step fused with the sums of the
-M-step, then the full covariances' centred sums), with nothing allocated, and each replicate
-stops at its own convergence. The arithmetic is scikit-learn's (the same estimates, ``10 * eps``
+Here an iteration is a few tight loops along a replicate's points (the log densities, one exp a
+point for two components, the weighted sums of the M-step, the centred covariance sums), in
+scratch arrays allocated once per call, and each replicate stops at its own convergence. The arithmetic is scikit-learn's (the same estimates, ``10 * eps``
 padding, ``reg_covar``, precisions through the Cholesky factor, the lower bound and its ``tol``
 rule), so results agree with scikit-learn and with the array version to rounding; the tests
 check 1e-6 against scikit-learn for every covariance type and the array version to 1e-9.
@@ -30,8 +30,8 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def compiled(fn):
-    """numba's compiled ``fn``, its machine code cached on disk: compiling every kernel takes about
-    15 s, once; loading them from the cache takes under a second."""
+    """numba's compiled ``fn``, its machine code cached on disk: compiling every kernel took about
+    30 s here, once; loading them from the cache takes under a second."""
     try:
         return njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # no writable cache location (a read-only install without a home): compile per process

@@ -15,8 +15,7 @@ from modelcollapse.config import load_spec, presets
 # Presets a tiny CI run cannot cover, and why (each has its own test below).
 NOT_TINY = {"lm-smollm2": "loads a 135M-parameter model: test_smollm2_preset (slow)",
             "paper-lm": "needs a model hub: test_hub_presets_fail_fast_offline",
-            "paper-lm-10pct": "needs a model hub: test_hub_presets_fail_fast_offline",
-            "paper-gmm": "the gmm preset at the paper's size: test_paper_gmm_preset_small"}
+            "paper-lm-10pct": "needs a model hub: test_hub_presets_fail_fast_offline"}
 
 
 def _sets(overrides):
@@ -45,15 +44,14 @@ def test_smollm2_preset(tmp_path):
     assert main(["run", "lm-smollm2", *_sets(args), "--out", str(tmp_path / "run"), "-q"]) == 0
 
 
-def test_paper_gmm_preset_small(tmp_path):
-    """The paper's full mixture protocol differs from the gmm preset only in its size."""
-    full, small = load_spec("paper-gmm"), load_spec("gmm")
-    assert (full.replicates, full.generations) == (100, 2000)
-    assert full.model_dump(exclude={"name", "description", "replicates", "generations"}) == \
-        small.model_dump(exclude={"name", "description", "replicates", "generations"})
-    args = ["replicates=2", "generations=3", "train_size=200", "metric_samples=100"]
-    assert main(["run", "paper-gmm", *_sets(args), "--out", str(tmp_path / "run"), "-q"]) == 0
-    assert (tmp_path / "run" / "report.html").exists()
+def test_the_gmm_preset_is_the_papers_protocol():
+    """Shumailov et al.'s mixture experiment: 100 replicates x 2000 generations of EM (two components,
+    full covariances, tol 1e-5, max_iter 2000) on N = 1000 points, densities at the paper's generations."""
+    spec = load_spec("gmm")
+    assert (spec.replicates, spec.generations, spec.train_size) == (100, 2000, 1000)
+    m = spec.model
+    assert (m.n_components, m.covariance_type, m.tol, m.max_iter) == (2, "full", 1e-5, 2000)
+    assert spec.report.density_generations == [0, 50, 100, 150, 200, 350, 2000]
 
 
 def test_bad_spec_exits_non_zero_and_writes_nothing(tmp_path, capsys):
@@ -124,7 +122,7 @@ def test_console_script_is_installed():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset", sorted([*SMALL, "paper-gmm"]))  # paper-gmm, paper-vae, lm-tiny take minutes here
+@pytest.mark.parametrize("preset", sorted(SMALL))  # gmm, paper-vae, lm-tiny take minutes here
 def test_full_size_presets(preset, tmp_path):
     """Every preset at its default size, as a user runs it (minutes; `pytest -m slow`)."""
     assert main(["run", preset, "--out", str(tmp_path / "run"), "-q"]) == 0

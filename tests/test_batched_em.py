@@ -227,11 +227,13 @@ def test_the_gmm_preset_gives_the_same_statistics_on_both_backends(tmp_path):
     from modelcollapse.config import load_spec
     from modelcollapse.loop import run
 
-    rows = {b: run(load_spec("gmm", [f"model.backend={b}"]), tmp_path / b, progress=False).read_jsonl("metrics.jsonl")
+    # metric_rows: a run this large keeps its rows in Parquet, not metrics.jsonl
+    rows = {b: run(load_spec("gmm", [f"model.backend={b}"]), tmp_path / b, progress=False).metric_rows()
             for b in ("batched", "sklearn")}
     rng = np.random.default_rng(0)
     for g in (100, 2000):
-        values = {b: np.array([r["l2_distance"] for r in rows[b] if r["generation"] == g]) for b in rows}
+        values = {b: np.array([r["l2_distance"] for r in rows[b] if r["generation"] == g], dtype=float) for b in rows}
+        assert all(len(v) == 100 and np.isfinite(v).all() for v in values.values()), {b: len(v) for b, v in values.items()}
         medians = {b: np.median(v) for b, v in values.items()}
         se = {b: np.std([np.median(rng.choice(v, len(v))) for _ in range(2000)]) for b, v in values.items()}
         z = abs(medians["batched"] - medians["sklearn"]) / np.hypot(se["batched"], se["sklearn"])
